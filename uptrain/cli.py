@@ -1,0 +1,97 @@
+"""The ``uptrain`` command: compose the Hydra config, run the experiment graph.
+
+    uptrain +exp=human
+    uptrain +exp=human --multirun loss=infonce,conj_infonce,disj_infonce
+    uptrain +exp=human profile=smoke
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+log = logging.getLogger("uptrain")
+
+
+def config_dir() -> str:
+    """conf/ as installed (``uptrain.conf``), or the repository's conf/ in a source checkout."""
+    spec = importlib.util.find_spec("uptrain.conf")
+    if spec is not None and spec.submodule_search_locations:
+        return str(Path(list(spec.submodule_search_locations)[0]).resolve())
+    return str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from uptrain.data import DatasetUnavailableError
+    from uptrain.model.backbone import ModelUnavailableError
+    from uptrain.train.stage import TrainingInterrupted
+
+    return (DatasetUnavailableError, ModelUnavailableError, TrainingInterrupted, MissingMandatoryValue)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    # hydra.utils.instantiate wraps constructor errors; report the original one
+    seen = exc
+    while seen.__cause__ is not None and type(seen).__name__ == "InstantiationException":
+        seen = seen.__cause__
+    return seen
+
+
+def _baseline_overrides(name: str) -> list[str]:
+    """The overrides that fix the data and scale of this run, applied to the baseline experiment."""
+    keep = ("profile=", "data", "eval", "model", "seed=", "cache_dir=", "index.", "pool")
+    task = HydraConfig.get().overrides.task
+    carried = [o for o in task if o.lstrip("+~").startswith(keep) and not o.startswith("eval.baseline")]
+    return [f"+exp={name}", "eval.baseline=null", *carried]
+
+
+def run(cfg: DictConfig) -> float | None:
+    from uptrain.pipeline import run_experiment
+
+    if OmegaConf.is_missing(cfg, "name"):
+        known = sorted(p.stem for p in (Path(config_dir()) / "exp").glob("*.yaml"))
+        raise MissingMandatoryValue(
+            "no experiment chosen: run `uptrain +exp=NAME` with NAME one of "
+            f"{', '.join(known)} (see `uptrain --help` for the config groups)"
+        )
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    baseline = None
+    name = cfg.eval.get("baseline")
+    if name:
+        log.info("baseline: composing +exp=%s for the significance tests", name)
+        base_cfg = hydra.compose(config_name="config", overrides=_baseline_overrides(name))
+        baseline = run_experiment(base_cfg, run_dir / f"baseline_{name}")
+    result = run_experiment(cfg, run_dir, baseline=baseline)
+    # the in-domain nDCG@10 is returned so Hydra sweepers can optimise it
+    first = next(iter(result.results.values()), {})
+    target = next(iter(first.values()), None)
+    if target is not None and "nDCG@10" in target.aggregate:
+        return float(target.aggregate["nDCG@10"])
+    return None
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+def _main(cfg: DictConfig) -> float | None:
+    try:
+        return run(cfg)
+    except Exception as exc:  # noqa: BLE001 - user errors become one paragraph, others keep the trace
+        cause = _root_cause(exc)
+        if isinstance(cause, _user_errors()):
+            print(f"\nuptrain: error: {cause}\n", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise
+
+
+def main() -> None:
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""The run graph: stages with typed inputs and outputs, run through the artifact cache.
+
+A :class:`Stage` says what determines its artifact (``spec``), how to build it
+from its inputs, and how to load it. The :class:`Runner` keys each stage by the
+hash of its spec, its code version and the keys of its inputs, builds it only on
+a cache miss, links the artifact into the run directory, and records a line per
+stage (cache hit or built, seconds) for the log and the report.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Generic, Mapping, TypeVar
+
+from uptrain.cache import ArtifactCache, spec_hash
+
+log = logging.getLogger("uptrain")
+
+T = TypeVar("T")
+
+
+class Artifact(Generic[T]):
+    """A built stage output: where it lies, its cache key, and its value (loaded on first use)."""
+
+    _UNSET = object()
+
+    def __init__(self, stage: str, key: str, path: Path, loader: Callable[[Path], T]):
+        self.stage = stage
+        self.key = key
+        self.path = Path(path)
+        self._loader = loader
+        self._value: Any = self._UNSET
+
+    @property
+    def value(self) -> T:
+        if self._value is self._UNSET:
+            self._value = self._loader(self.path)
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Artifact({self.stage}/{self.key})"
+
+
+class Stage(ABC, Generic[T]):
+    """One node of the run graph.
+
+    Subclasses set ``name`` (the cache namespace), ``inputs`` (names of the
+    artifacts ``build`` receives) and bump ``version`` whenever a code change
+    alters what the stage writes, so old artifacts stop matching.
+    """
+
+    name: ClassVar[str]
+    inputs: ClassVar[tuple[str, ...]] = ()
+    version: ClassVar[int] = 1
+
+    @abstractmethod
+    def spec(self) -> dict:
+        """Exactly the configuration that determines this stage's artifact."""
+
+    @abstractmethod
+    def build(self, out: Path, work: Path, inputs: Mapping[str, Artifact]) -> None:
+        """Write the artifact into ``out`` (empty, becomes the artifact on success).
+
+        ``work`` persists across a killed run (checkpoints, shards) until the artifact
+        is published.
+        """
+
+    @abstractmethod
+    def load(self, path: Path) -> T:
+        """Read the artifact back into its typed value."""
+
+
+@dataclass
+class StageRecord:
+    stage: str
+    label: str
+    key: str
+    cache: str  # "hit" or "built"
+    seconds: float
+    path: str
+
+    def as_dict(self) -> dict:
+        return {
+            "stage": self.stage,
+            "label": self.label,
+            "key": self.key,
+            "cache": self.cache,
+            "seconds": round(self.seconds, 2),
+            "path": self.path,
+        }
+
+
+@dataclass
+class Runner:
+    cache: ArtifactCache
+    run_dir: Path
+    records: list[StageRecord] = field(default_factory=list)
+
+    def key(self, stage: Stage, inputs: Mapping[str, Artifact]) -> tuple[str, dict]:
+        missing = set(stage.inputs) - set(inputs)
+        if missing:
+            raise ValueError(f"stage {stage.name} needs inputs {sorted(missing)}")
+        full = {
+            "stage": stage.name,
+            "version": stage.version,
+            "spec": stage.spec(),
+            "inputs": {k: inputs[k].key for k in sorted(stage.inputs)},
+        }
+        return spec_hash(full), full
+
+    def run(self, stage: Stage[T], inputs: Mapping[str, Artifact] | None = None, label: str | None = None) -> Artifact[T]:
+        inputs = dict(inputs or {})
+        label = label or stage.name
+        key, full = self.key(stage, inputs)
+        t0 = time.time()
+        if not self.cache.is_complete(stage.name, key):
+            log.info("[stage %s] building %s/%s", label, stage.name, key)
+        entry = self.cache.get_or_build(
+            stage.name, key, full, lambda out, work: stage.build(out, work, inputs)
+        )
+        seconds = time.time() - t0
+        status = "hit" if entry.hit else "built"
+        log.info("[stage %s] cache %s %s/%s (%.1fs)", label, status, stage.name, key, seconds)
+        self._link(label, entry.path)
+        self.records.append(StageRecord(stage.name, label, key, status, seconds, str(entry.path)))
+        return Artifact(stage.name, key, entry.path, stage.load)
+
+    def _link(self, label: str, target: Path) -> None:
+        # the run directory points at the cached artifacts instead of copying them
+        links = Path(self.run_dir) / "artifacts"
+        links.mkdir(parents=True, exist_ok=True)
+        link = links / label.replace("/", "_")
+        try:
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            os.symlink(target, link, target_is_directory=True)
+        except OSError:  # file systems without symlinks: the stage table still names the path
+            pass
+
+    def summary(self) -> list[dict[str, Any]]:
+        return [r.as_dict() for r in self.records]

@@ -1,0 +1,175 @@
+"""Wires one experiment's run graph from its composed config and runs it.
+
+data -> pool -> model -> train (0..n phases) -> index -> retrieve -> evaluate -> report
+
+Every stage goes through the artifact cache, so a sweep reuses everything
+upstream of the parameter it varies. The run directory receives links to the
+artifacts, the run files, ``metrics.json``, the resolved config and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from uptrain.cache import ArtifactCache, write_atomic
+from uptrain.data.stage import DataStage
+from uptrain.evaluate.metrics import EvalResult
+from uptrain.evaluate.significance import compare
+from uptrain.evaluate.stage import EvaluateStage
+from uptrain.graph import Artifact, Runner
+from uptrain.index.stage import IndexStage
+from uptrain.pool.stage import PoolStage
+from uptrain.report.markdown import console_table, render_report
+from uptrain.retrieve.stage import RUN_FILE, RetrieveStage
+from uptrain.train.stage import BaseModelStage, TrainStage
+
+log = logging.getLogger("uptrain")
+
+
+@dataclass
+class ExperimentResult:
+    name: str
+    run_dir: Path
+    results: dict[str, dict[str, EvalResult]]  # group -> collection -> result
+    stages: list[dict]
+    measures: list[str]
+
+
+def make_logger_factory(cfg: DictConfig, run_dir: Path):
+    """Lightning loggers write into the run directory, one version per training phase."""
+    logger_cfg = cfg.get("logger")
+    if logger_cfg is None:
+        return None
+
+    def factory(phase: str) -> Any:
+        return instantiate(logger_cfg, save_dir=str(run_dir), version=phase)
+
+    return factory
+
+
+def build_model(runner: Runner, cfg: DictConfig, train_data: Artifact | None, logger_factory) -> Artifact:
+    """The encoder, then each training phase warm-started from the one before."""
+    model = runner.run(BaseModelStage(cfg.model), label="model")
+    phases = cfg.get("phases") or []
+    if not phases:
+        return model
+    assert train_data is not None
+    pool = runner.run(PoolStage(instantiate(cfg.pool.retriever), cfg.pool.depth, cfg.pool.seed), {"data": train_data})
+    for phase in phases:
+        stage = TrainStage(
+            phase=phase.name,
+            loss_cfg=cfg.loss,
+            sampling_cfg=cfg.sampling,
+            trainer_cfg=cfg.trainer,
+            hparams=cfg.train,
+            seed=cfg.seed,
+            logger_factory=logger_factory,
+        )
+        model = runner.run(stage, {"data": train_data, "pool": pool, "init": model}, label=f"train_{phase.name}")
+    return model
+
+
+def evaluate_all(runner: Runner, cfg: DictConfig, model: Artifact | None, run_dir: Path) -> dict[str, dict[str, EvalResult]]:
+    indexer = instantiate(cfg.index)
+    results: dict[str, dict[str, EvalResult]] = {}
+    for group, names in cfg.eval.groups.items():
+        if not names:
+            continue
+        results[group] = {}
+        for name in names:
+            if name not in cfg.eval.collections:
+                raise KeyError(
+                    f"eval.groups.{group} names '{name}', which is not in eval.collections "
+                    f"(known: {sorted(cfg.eval.collections)})"
+                )
+            data = runner.run(DataStage(instantiate(cfg.eval.collections[name])), label=f"data_{name}")
+            deps = {"data": data}
+            if indexer.needs_model:
+                deps["model"] = model
+            index = runner.run(IndexStage(indexer), deps, label=f"index_{name}")
+            run = runner.run(
+                RetrieveStage(indexer, depth=cfg.eval.depth, tag=cfg.name), {**deps, "index": index},
+                label=f"retrieve_{name}",
+            )
+            runs_dir = run_dir / "runs"
+            runs_dir.mkdir(exist_ok=True)
+            shutil.copyfile(run.path / RUN_FILE, runs_dir / f"{name}.trec")
+            ev = runner.run(EvaluateStage(list(cfg.eval.measures)), {"data": data, "run": run}, label=f"evaluate_{name}")
+            results[group][name] = ev.value
+    return results
+
+
+def collection_stats(runner: Runner) -> dict[str, dict]:
+    stats = {}
+    for rec in runner.records:
+        if rec.stage == "data":
+            p = Path(rec.path) / "stats.json"
+            if p.is_file():
+                s = json.loads(p.read_text())
+                stats[s.get("name", rec.label)] = s
+    return stats
+
+
+def run_experiment(cfg: DictConfig, run_dir: Path, baseline: "ExperimentResult | None" = None) -> ExperimentResult:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runner = Runner(ArtifactCache(cfg.cache_dir), run_dir)
+    log.info("experiment %s -> %s (cache %s)", cfg.name, run_dir, runner.cache.root)
+
+    train_data = None
+    if cfg.get("phases"):
+        train_data = runner.run(DataStage(instantiate(cfg.data.train)), label="data_train")
+    model = None
+    if instantiate(cfg.index).needs_model:
+        model = build_model(runner, cfg, train_data, make_logger_factory(cfg, run_dir))
+    results = evaluate_all(runner, cfg, model, run_dir)
+    measures = list(cfg.eval.measures)
+
+    markers = None
+    if baseline is not None:
+        markers = {
+            g: {c: compare(results[g][c], baseline.results[g][c]) for c in results[g] if c in baseline.results.get(g, {})}
+            for g in results
+        }
+    metrics = {
+        "name": cfg.name,
+        "measures": measures,
+        "groups": {
+            g: {
+                "collections": {c: r.aggregate for c, r in res.items()},
+                "average": {m: sum(r.aggregate[m] for r in res.values()) / len(res) for m in measures} if res else {},
+            }
+            for g, res in results.items()
+        },
+        "per_query": {g: {c: r.per_query for c, r in res.items()} for g, res in results.items()},
+        "baseline": {"name": baseline.name, "run_dir": str(baseline.run_dir), "markers": markers} if baseline else None,
+        "stages": runner.summary(),
+        "collections": collection_stats(runner),
+    }
+    write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    write_atomic(run_dir / "config.yaml", config_yaml)
+    report = render_report(
+        title=f"uptrain run: {cfg.name}",
+        results=results,
+        measures=measures,
+        markers=markers,
+        baseline_name=baseline.name if baseline else None,
+        stats=metrics["collections"],
+        config_yaml=config_yaml,
+        stages=runner.summary(),
+    )
+    write_atomic(run_dir / "report.md", report)
+    hits = sum(r.cache == "hit" for r in runner.records)
+    log.info("stages: %d cache hits, %d built", hits, len(runner.records) - hits)
+    print(console_table(results, measures))
+    print(f"\nreport: {run_dir / 'report.md'}")
+    return ExperimentResult(cfg.name, run_dir, results, runner.summary(), measures)

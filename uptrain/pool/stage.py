@@ -1,0 +1,33 @@
+"""The pool stage: per training query, its human positives plus BM25 hard negatives."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+from uptrain.graph import Artifact, Stage
+from uptrain.pool.pool import PoolEntry, build_pool, load_pool, save_pool
+
+
+class PoolStage(Stage[list[PoolEntry]]):
+    name = "pool"
+    inputs = ("data",)
+
+    def __init__(self, retriever, depth: int = 30, seed: int = 0):
+        self.retriever = retriever
+        self.depth = int(depth)
+        self.seed = int(seed)
+
+    def spec(self) -> dict:
+        return {"retriever": self.retriever.spec(), "depth": self.depth, "seed": self.seed}
+
+    def build(self, out: Path, work: Path, inputs: Mapping[str, Artifact]) -> None:
+        collection = inputs["data"].value
+        self.retriever.index(collection.docs)
+        entries, stats = build_pool(collection, self.retriever, depth=self.depth, seed=self.seed)
+        save_pool(out / "pool.jsonl", entries)
+        (out / "stats.json").write_text(json.dumps(stats, indent=2))
+
+    def load(self, path: Path) -> list[PoolEntry]:
+        return load_pool(path / "pool.jsonl")

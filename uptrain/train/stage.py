@@ -1,0 +1,161 @@
+"""Model stages: the encoder as shipped (``BaseModelStage``) and one training phase (``TrainStage``).
+
+A training phase is warm-started from its ``init`` model artifact, so phases
+chain (phase 2 of a curriculum starts from phase 1) and each phase has its own
+cache key and checkpoints. A killed phase resumes from ``last.ckpt`` in its
+work directory; the trained encoder is published only when training finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from uptrain.graph import Artifact, Stage
+from uptrain.model.biencoder import BiEncoder
+from uptrain.train.dataset import GroupDataset, LabelledQuery
+from uptrain.train.module import BiEncoderModule, GroupCollator
+
+log = logging.getLogger("uptrain")
+
+# Trainer keys that change how training is logged or shown, never the weights.
+_TRAINER_KEYS_OUTSIDE_KEY = {
+    "log_every_n_steps", "enable_progress_bar", "enable_model_summary", "default_root_dir",
+    "logger", "callbacks", "num_sanity_val_steps", "benchmark", "profiler",
+}
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped before the end (Ctrl-C, a signal): nothing is published, the checkpoint stays."""
+
+
+class BaseModelStage(Stage[BiEncoder]):
+    """The encoder as shipped: settings only, weights stay where the backbone lives."""
+
+    name = "model"
+
+    def __init__(self, model_cfg: DictConfig | dict):
+        self.model_cfg = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
+
+    def spec(self) -> dict:
+        return {k: v for k, v in self.model_cfg.items() if k != "_target_"}
+
+    def build(self, out: Path, work: Path, inputs: Mapping[str, Artifact]) -> None:
+        model = instantiate(self.model_cfg)  # loads once, so a missing model fails here, clearly
+        model.save(out, with_weights=False)
+
+    def load(self, path: Path) -> BiEncoder:
+        return BiEncoder.from_artifact(path)
+
+
+def human_examples(pool) -> list[LabelledQuery]:
+    """Training queries labelled by the human qrels carried in the pool."""
+    return [LabelledQuery(e.query_id, e.query, tuple(e.positives), tuple(e.negatives)) for e in pool]
+
+
+class TrainStage(Stage[BiEncoder]):
+    name = "train"
+    inputs = ("data", "pool", "init")
+
+    def __init__(
+        self,
+        phase: str,
+        loss_cfg: DictConfig,
+        sampling_cfg: DictConfig,
+        trainer_cfg: DictConfig,
+        hparams: DictConfig | dict,
+        seed: int = 0,
+        logger_factory: Callable[[str], Any] | None = None,
+    ):
+        self.phase = phase
+        self.loss_cfg = OmegaConf.to_container(loss_cfg, resolve=True)
+        self.sampling_cfg = OmegaConf.to_container(sampling_cfg, resolve=True)
+        self.trainer_cfg = OmegaConf.to_container(trainer_cfg, resolve=True)
+        self.hparams = OmegaConf.to_container(hparams, resolve=True) if isinstance(hparams, DictConfig) else dict(hparams)
+        self.seed = int(seed)
+        self.logger_factory = logger_factory
+
+    def spec(self) -> dict:
+        return {
+            "labels": "human",
+            "loss": self.loss_cfg,
+            "sampling": self.sampling_cfg,
+            "trainer": {k: v for k, v in self.trainer_cfg.items() if k not in _TRAINER_KEYS_OUTSIDE_KEY},
+            "hparams": {k: v for k, v in self.hparams.items() if k not in ("checkpoint_every_n_steps", "num_workers")},
+            "seed": self.seed,
+        }
+
+    def build(self, out: Path, work: Path, inputs: Mapping[str, Artifact]) -> None:
+        hp = self.hparams
+        L.seed_everything(self.seed, workers=True, verbose=False)
+        collection = inputs["data"].value
+        model: BiEncoder = inputs["init"].value
+        examples = human_examples(inputs["pool"].value)
+        dataset = GroupDataset(
+            examples, collection.docs, instantiate(self.sampling_cfg),
+            group_size=hp["group_size"], seed=self.seed,
+        )
+        if dataset.skipped_no_positive:
+            log.warning("[train %s] %d queries without a positive label skipped", self.phase, dataset.skipped_no_positive)
+        devices = self.trainer_cfg.get("devices", 1)
+        multi = isinstance(devices, int) and devices > 1 or isinstance(devices, (list, tuple)) and len(devices) > 1
+        loader = DataLoader(
+            dataset,
+            batch_size=hp["batch_size"],
+            shuffle=True,
+            collate_fn=GroupCollator(model),
+            num_workers=hp.get("num_workers", 0),
+            drop_last=multi,  # equal batch shapes on every rank for the cross-device gather
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+        module = BiEncoderModule(
+            model, instantiate(self.loss_cfg), lr=hp["lr"], weight_decay=hp.get("weight_decay", 0.01),
+            warmup_ratio=hp.get("warmup_ratio", 0.1), in_batch_negatives=hp.get("in_batch_negatives", True),
+            cross_device=hp.get("cross_device", True),
+        )
+        ckpt_dir = work / "checkpoints"
+        checkpoint = ModelCheckpoint(
+            dirpath=ckpt_dir, save_last=True, save_top_k=1,
+            every_n_train_steps=hp.get("checkpoint_every_n_steps") or None,
+        )
+        logger = self.logger_factory(self.phase) if self.logger_factory else False
+        trainer: L.Trainer = instantiate(
+            self.trainer_cfg, callbacks=[checkpoint], logger=logger, default_root_dir=str(work),
+            enable_checkpointing=True,
+        )
+        last = ckpt_dir / "last.ckpt"
+        resume = str(last) if last.is_file() else None
+        if resume:
+            log.info("[train %s] resuming from %s", self.phase, resume)
+        t0 = time.time()
+        trainer.fit(module, train_dataloaders=loader, ckpt_path=resume)
+        if trainer.interrupted or trainer.state.status.value != "finished":
+            raise TrainingInterrupted(
+                f"training phase '{self.phase}' stopped at step {trainer.global_step}; "
+                f"re-run the same command to resume from {last}"
+            )
+        model.save(out, with_weights=True)
+        stats = {
+            "phase": self.phase,
+            "queries": len(dataset),
+            "skipped_no_positive": dataset.skipped_no_positive,
+            "steps": trainer.global_step,
+            "epochs": trainer.current_epoch,
+            "seconds": round(time.time() - t0, 1),
+            "resumed_from": resume,
+            "final_loss": float(trainer.callback_metrics.get("train/loss", float("nan"))),
+        }
+        (out / "train_stats.json").write_text(json.dumps(stats, indent=2))
+
+    def load(self, path: Path) -> BiEncoder:
+        return BiEncoder.from_artifact(path)
