@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 PROFILE ?= demo
 # Real collections shipped beside the repository (see ../shared/data/README.md), when present.
 UPTRAIN_DATA ?= $(if $(wildcard ../shared/data/irds),$(abspath ../shared/data),)
+ifneq ($(UPTRAIN_DATA),)
 export UPTRAIN_DATA
+endif
 SOURCES := $(shell find uptrain conf -name '*.py' -o -name '*.yaml' 2>/dev/null) pyproject.toml setup.py
 
 .PHONY: install demo test test-fast bench smoke clean help

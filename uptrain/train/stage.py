@@ -100,6 +100,9 @@ class TrainStage(Stage[BiEncoder]):
         L.seed_everything(self.seed, workers=True, verbose=False)
         collection = inputs["data"].value
         model: BiEncoder = inputs["init"].value
+        eval_length = model.passage_max_length
+        if hp.get("passage_max_length"):  # shorter passages while training only (cost is quadratic)
+            model.passage_max_length = int(hp["passage_max_length"])
         examples = human_examples(inputs["pool"].value)
         dataset = GroupDataset(
             examples, collection.docs, instantiate(self.sampling_cfg),
@@ -144,6 +147,7 @@ class TrainStage(Stage[BiEncoder]):
                 f"training phase '{self.phase}' stopped at step {trainer.global_step}; "
                 f"re-run the same command to resume from {last}"
             )
+        model.passage_max_length = eval_length
         model.save(out, with_weights=True)
         stats = {
             "phase": self.phase,

@@ -1,0 +1,281 @@
+"""What every loader shares: the ``Source`` interface, the cleaning that counts
+problems instead of failing on them, and the one subsampling rule for shrunk runs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from uptrain.data.collection import Collection
+
+log = logging.getLogger("uptrain.data")
+
+# counted while loading; each is recorded in Collection.stats (0 when absent)
+PROBLEMS = (
+    "empty_docs",
+    "duplicate_doc_ids",
+    "empty_queries",
+    "duplicate_query_ids",
+    "qrels_unknown_queries",
+    "qrels_unknown_docs",
+    "duplicate_qrels",
+    "queries_without_positives",
+)
+
+_PROBLEM_TEXT = {
+    "empty_docs": "documents with empty text (kept with text '')",
+    "duplicate_doc_ids": "repeated document ids (first occurrence kept)",
+    "empty_queries": "queries with empty text (kept)",
+    "duplicate_query_ids": "repeated query ids (first occurrence kept)",
+    "qrels_unknown_queries": "qrels naming an unknown query (dropped)",
+    "qrels_unknown_docs": "qrels naming an unknown document (dropped)",
+    "duplicate_qrels": "repeated (query, document) judgements (first kept)",
+    "queries_without_positives": "queries without any positive judgement (kept; evaluation skips them)",
+}
+
+
+class DatasetUnavailableError(RuntimeError):
+    """A collection's files cannot be found or fetched; the message says how to provide them."""
+
+
+def join_fields(values: Iterable[object]) -> str:
+    """Join document fields with one space, skipping empty ones, as BEIR/MTEB build passages."""
+    texts = ("" if v is None else str(v) for v in values)
+    return " ".join(t for t in texts if t.strip()).strip()
+
+
+def as_field_list(fields: str | Sequence[str] | None) -> list[str] | None:
+    if fields is None:
+        return None
+    if isinstance(fields, str):
+        return [fields]
+    out = [str(f) for f in fields]
+    if not out:
+        raise ValueError("fields must name at least one document field")
+    return out
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key that orders '2' before '10' and stays total for mixed ids."""
+    parts = re.split(r"(\d+)", text)
+    # re.split puts text at even and digit runs at odd positions, so element types always line up
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts))
+
+
+def _check_limit(name: str, value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or int(value) != value or value <= 0:
+        raise ValueError(f"{name} must be a positive integer or null, got {value!r}")
+    return int(value)
+
+
+def data_root_hint() -> str:
+    """One sentence on the UPTRAIN_DATA variable as it is set now, for error messages."""
+    value = os.environ.get("UPTRAIN_DATA")
+    if value is None:
+        return "UPTRAIN_DATA is not set, so configs read the relative folder 'data' under the current directory."
+    if not value.strip():
+        return (
+            "UPTRAIN_DATA is set but empty, so paths like ${oc.env:UPTRAIN_DATA,data}/raw/... "
+            "became absolute paths under /raw; unset it or give it a folder."
+        )
+    return f"UPTRAIN_DATA is {value!r}."
+
+
+def missing_file_error(collection: str, what: str, path: Path) -> DatasetUnavailableError:
+    return DatasetUnavailableError(
+        f"Collection '{collection}': the {what} file {str(path)!r} (absolute: {str(Path(path).absolute())!r}) "
+        f"does not exist. {data_root_hint()} Set UPTRAIN_DATA to a folder shaped like the project's shared "
+        f"data folder (with raw/ and irds/ inside, see its README.md), or fix the path in "
+        f"conf/eval_data/{collection}.yaml (or the config that names this collection)."
+    )
+
+
+def assemble(
+    name: str,
+    docs: Iterable[tuple[str, str]],
+    queries: Iterable[tuple[str, str]],
+    qrels: Iterable[tuple[str, str, int]],
+) -> Collection:
+    """Build a clean :class:`Collection`, counting (never raising on) the problems in PROBLEMS."""
+    counts = {p: 0 for p in PROBLEMS}
+    examples: dict[str, list[str]] = {p: [] for p in PROBLEMS}
+
+    def note(problem: str, example: str) -> None:
+        counts[problem] += 1
+        if len(examples[problem]) < 5:
+            examples[problem].append(example)
+
+    doc_map: dict[str, str] = {}
+    for did, text in docs:
+        did = str(did)
+        if did in doc_map:
+            note("duplicate_doc_ids", did)
+            continue
+        text = text or ""
+        if not text.strip():
+            note("empty_docs", did)
+            text = ""
+        doc_map[did] = text
+
+    query_map: dict[str, str] = {}
+    for qid, text in queries:
+        qid = str(qid)
+        if qid in query_map:
+            note("duplicate_query_ids", qid)
+            continue
+        text = text or ""
+        if not text.strip():
+            note("empty_queries", qid)
+            text = ""
+        query_map[qid] = text
+
+    judged: dict[str, dict[str, int]] = {}
+    for qid, did, rel in qrels:
+        qid, did = str(qid), str(did)
+        if qid not in query_map:
+            note("qrels_unknown_queries", f"{qid} {did}")
+            continue
+        if did not in doc_map:
+            note("qrels_unknown_docs", f"{qid} {did}")
+            continue
+        row = judged.setdefault(qid, {})
+        if did in row:
+            note("duplicate_qrels", f"{qid} {did}")
+            continue
+        row[did] = int(rel)
+
+    # qrels follow query order so the saved file and iteration order are stable
+    ordered = {q: judged[q] for q in query_map if q in judged}
+    for qid in query_map:
+        if not any(r > 0 for r in ordered.get(qid, {}).values()):
+            note("queries_without_positives", qid)
+
+    for problem in PROBLEMS:
+        if counts[problem]:
+            log.warning(
+                "%s: %d %s, e.g. %s",
+                name,
+                counts[problem],
+                _PROBLEM_TEXT[problem],
+                ", ".join(examples[problem]),
+            )
+    return Collection(name=name, docs=doc_map, queries=query_map, qrels=ordered, stats=counts)
+
+
+def subsample(collection: Collection, max_queries: int | None = None, max_docs: int | None = None) -> Collection:
+    """Shrink a collection for smoke runs, the same way for every source.
+
+    Keeps the first ``max_queries`` judged queries (>= 1 positive) in id order with their
+    qrels, then every document judged for those queries plus the first documents in
+    corpus order until ``max_docs`` documents are kept (judged ones are never dropped).
+    """
+    max_queries = _check_limit("max_queries", max_queries)
+    max_docs = _check_limit("max_docs", max_docs)
+    if max_queries is None and max_docs is None:
+        return collection
+
+    if max_queries is None:
+        kept_q = list(collection.queries)
+    else:
+        kept_q = sorted(collection.judged_queries(), key=natural_key)[:max_queries]
+        kept_set = set(kept_q)
+        # keep the corpus's own query order, only the choice uses the sorted ids
+        kept_q = [q for q in collection.queries if q in kept_set]
+    queries = {q: collection.queries[q] for q in kept_q}
+    qrels = {q: dict(collection.qrels[q]) for q in kept_q if q in collection.qrels}
+
+    if max_docs is None:
+        docs = dict(collection.docs)
+    else:
+        judged_docs = {d for rels in qrels.values() for d in rels}
+        room = max(0, max_docs - len(judged_docs))
+        docs = {}
+        for did, text in collection.docs.items():
+            if did in judged_docs:
+                docs[did] = text
+            elif room > 0:
+                docs[did] = text
+                room -= 1
+
+    stats = dict(collection.stats)
+    stats.update(
+        full_docs=len(collection.docs),
+        full_queries=len(collection.queries),
+        max_queries=max_queries,
+        max_docs=max_docs,
+    )
+    log.info(
+        "%s: subsampled to %d/%d queries and %d/%d documents",
+        collection.name,
+        len(queries),
+        len(collection.queries),
+        len(docs),
+        len(collection.docs),
+    )
+    return Collection(name=collection.name, docs=docs, queries=queries, qrels=qrels, stats=stats)
+
+
+class Source(ABC):
+    """Where a collection comes from. ``load`` reads it; ``spec`` is its cache key.
+
+    ``fields`` are the document fields joined (one space, empty ones skipped) into the
+    text; ``max_queries``/``max_docs`` shrink the collection with :func:`subsample`.
+    """
+
+    kind: str = "source"
+
+    def __init__(
+        self,
+        name: str,
+        fields: str | Sequence[str] | None = None,
+        max_queries: int | None = None,
+        max_docs: int | None = None,
+        relevance_map: dict | None = None,
+    ):
+        if not name:
+            raise ValueError("a collection needs a non-empty name")
+        self.name = str(name)
+        self.fields = as_field_list(fields)
+        self.max_queries = _check_limit("max_queries", max_queries)
+        self.max_docs = _check_limit("max_docs", max_docs)
+        # grade -> gain, for collections whose codes are not "higher is more relevant"
+        self.relevance_map = {int(k): int(v) for k, v in relevance_map.items()} if relevance_map else None
+
+    def spec(self) -> dict:
+        """Exactly what determines the loaded collection (JSON-serialisable)."""
+        return {
+            "source": self.kind,
+            "name": self.name,
+            **self.content_spec(),
+            "fields": self.fields,
+            "max_queries": self.max_queries,
+            "max_docs": self.max_docs,
+            **({"relevance_map": {str(k): v for k, v in sorted(self.relevance_map.items())}} if self.relevance_map else {}),
+        }
+
+    def load(self) -> Collection:
+        full = self.load_full()
+        if self.relevance_map:
+            full.qrels = {
+                q: {d: self.relevance_map.get(r, r) for d, r in rels.items()} for q, rels in full.qrels.items()
+            }
+        log.info("%s: loaded %s", self.name, full.summary())
+        return subsample(full, self.max_queries, self.max_docs)
+
+    @abstractmethod
+    def content_spec(self) -> dict:
+        """What identifies the underlying data (dataset ID, file fingerprints)."""
+
+    @abstractmethod
+    def load_full(self) -> Collection:
+        """The whole collection, cleaned by :func:`assemble`, before subsampling."""
+
+    def __repr__(self) -> str:
+        # spec() may read files, so the repr stays cheap
+        return f"{type(self).__name__}(name={self.name!r})"
