@@ -1,0 +1,78 @@
+"""Shared fixtures: the real data folder, an isolated cache, and the installed ``uptrain`` command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def shared_data() -> Path | None:
+    env = os.environ.get("UPTRAIN_DATA")
+    for candidate in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data"]:
+        if (candidate / "irds").is_dir():
+            return candidate.resolve()
+    return None
+
+
+DATA = shared_data()
+needs_data = pytest.mark.skipif(DATA is None, reason="the shared data folder (../shared/data) is not present")
+
+# A run small enough for a test: the smoke profile shrunk further.
+TINY = [
+    "profile=smoke",
+    "data.train.max_queries=16",
+    "data.train.max_docs=200",
+    "eval.collections.scifact_test.max_queries=12",
+    "eval.collections.scifact_test.max_docs=150",
+    "eval.collections.noveleval.max_queries=3",
+    "eval.collections.noveleval.max_docs=60",
+    "eval.depth=50",
+    "train.batch_size=4",
+    "train.group_size=2",
+    "train.passage_max_length=48",
+    "model.passage_max_length=96",
+    "eval.baseline=null",
+]
+
+
+def uptrain_command() -> list[str]:
+    exe = Path(sys.executable).parent / "uptrain"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "uptrain.cli"]
+
+
+@pytest.fixture(scope="session")
+def irds_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("ir_datasets_home")
+
+
+@pytest.fixture()
+def cli_env(tmp_path, irds_home) -> dict:
+    """Environment for a CLI run: its own cache, a shared seeded ir_datasets home, offline."""
+    env = dict(os.environ)
+    env.update(
+        UPTRAIN_CACHE_DIR=str(tmp_path / "cache"),
+        IR_DATASETS_HOME=str(irds_home),
+        HF_HUB_OFFLINE="1",
+        WANDB_MODE="offline",
+        TOKENIZERS_PARALLELISM="false",
+    )
+    if DATA is not None:
+        env["UPTRAIN_DATA"] = str(DATA)
+    return env
+
+
+def run_cli(args: list[str], env: dict, cwd: Path, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        uptrain_command() + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"uptrain {' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+        )
+    return proc

