@@ -70,6 +70,10 @@ class BiEncoderModule(L.LightningModule):
         self.in_batch_negatives = bool(in_batch_negatives)
         self.cross_device = bool(cross_device)
 
+    def on_train_start(self) -> None:
+        # from_pretrained returns the encoder in eval mode; Lightning keeps submodule modes
+        self.model.train()
+
     def on_train_epoch_start(self) -> None:
         loader = self.trainer.train_dataloader
         dataset = getattr(loader, "dataset", None)

@@ -1,0 +1,38 @@
+"""KL(U || R): the retriever's distribution R matched to a utility distribution U (REPLUG, Shi et al. 2023)."""
+
+from __future__ import annotations
+
+import torch
+
+from uptrain.losses.base import check_shapes, masked_logsumexp, register, RankingLoss
+
+
+@register("kl")
+class KLDivergence(RankingLoss):
+    """L = sum_j U_j (log U_j - log R_j), U = softmax(u / tau_u), R = softmax(s) over the row.
+
+    ``labels`` here are float utility scores u (e.g. answer log-likelihoods given query
+    and passage). Columns whose utility is -inf or NaN, or whose score is -inf, are
+    left out of both distributions; rows with no usable column are ignored.
+    """
+
+    def __init__(self, target_temperature: float = 1.0):
+        super().__init__()
+        if target_temperature <= 0:
+            raise ValueError(f"target_temperature must be > 0, got {target_temperature}")
+        self.target_temperature = float(target_temperature)
+
+    def forward(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        check_shapes(scores, labels)
+        u = labels.to(scores.dtype)
+        valid = torch.isfinite(u) & torch.isfinite(scores)
+        rows = valid.any(dim=1)
+        if not rows.any():
+            return scores.nan_to_num(0.0, 0.0, 0.0).sum() * 0.0
+        s, u, valid = scores[rows], u[rows], valid[rows]
+        u = (u / self.target_temperature).masked_fill(~valid, 0.0)
+        log_u = u - masked_logsumexp(u, valid).unsqueeze(1)
+        log_r = s.masked_fill(~valid, 0.0) - masked_logsumexp(s, valid).unsqueeze(1)
+        p_u = log_u.exp() * valid
+        kl = (p_u * (log_u - log_r)).masked_fill(~valid, 0.0).sum(1)
+        return kl.mean()
