@@ -70,7 +70,7 @@ class BiEncoderModule(L.LightningModule):
         self.in_batch_negatives = bool(in_batch_negatives)
         self.cross_device = bool(cross_device)
 
-    def on_train_start(self) -> None:
+    def on_fit_start(self) -> None:
         # from_pretrained returns the encoder in eval mode; Lightning keeps submodule modes
         self.model.train()
 
