@@ -53,6 +53,7 @@ def _baseline_overrides(name: str) -> list[str]:
 
 
 def run(cfg: DictConfig) -> float | None:
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
     from uptrain.pipeline import run_experiment
 
     if OmegaConf.is_missing(cfg, "name"):
@@ -67,7 +68,7 @@ def run(cfg: DictConfig) -> float | None:
     if name:
         log.info("baseline: composing +exp=%s for the significance tests", name)
         base_cfg = hydra.compose(config_name="config", overrides=_baseline_overrides(name))
-        baseline = run_experiment(base_cfg, run_dir / f"baseline_{name}")
+        baseline = run_experiment(base_cfg, run_dir / f"baseline_{name}", announce=False)
     result = run_experiment(cfg, run_dir, baseline=baseline)
     # the in-domain nDCG@10 is returned so Hydra sweepers can optimise it
     first = next(iter(result.results.values()), {})
@@ -90,6 +91,10 @@ def _main(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    # Hydra's parser takes flags only before the overrides; accept `uptrain +exp=x --multirun a=1,2`
+    flags = [a for a in sys.argv[1:] if a in ("-m", "--multirun")]
+    if flags:
+        sys.argv = [sys.argv[0], *flags, *[a for a in sys.argv[1:] if a not in flags]]
     _main()
 
 

@@ -118,7 +118,9 @@ def collection_stats(runner: Runner) -> dict[str, dict]:
     return stats
 
 
-def run_experiment(cfg: DictConfig, run_dir: Path, baseline: "ExperimentResult | None" = None) -> ExperimentResult:
+def run_experiment(
+    cfg: DictConfig, run_dir: Path, baseline: "ExperimentResult | None" = None, announce: bool = True
+) -> ExperimentResult:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     runner = Runner(ArtifactCache(cfg.cache_dir), run_dir)
@@ -170,6 +172,9 @@ def run_experiment(cfg: DictConfig, run_dir: Path, baseline: "ExperimentResult |
     write_atomic(run_dir / "report.md", report)
     hits = sum(r.cache == "hit" for r in runner.records)
     log.info("stages: %d cache hits, %d built", hits, len(runner.records) - hits)
-    print(console_table(results, measures))
-    print(f"\nreport: {run_dir / 'report.md'}")
+    if announce:
+        print(console_table(results, measures, markers))
+        print(f"\nreport: {run_dir / 'report.md'}")
+    else:
+        log.info("report: %s", run_dir / "report.md")
     return ExperimentResult(cfg.name, run_dir, results, runner.summary(), measures)

@@ -53,6 +53,9 @@ class BiEncoder(nn.Module):
         self.query_prefix = query_prefix
         self.passage_prefix = passage_prefix
         self.tokenizer, self.encoder = load_pretrained(backbone)
+        if getattr(self.encoder, "pooler", None) is not None:
+            # BERT's pooler head is unused by CLS/mean pooling; DDP rejects parameters without gradients
+            self.encoder.pooler = None
 
     # ---- configuration -------------------------------------------------
     def settings(self) -> dict:

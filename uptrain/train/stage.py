@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
@@ -33,6 +33,23 @@ _TRAINER_KEYS_OUTSIDE_KEY = {
     "log_every_n_steps", "enable_progress_bar", "enable_model_summary", "default_root_dir",
     "logger", "callbacks", "num_sanity_val_steps", "benchmark", "profiler",
 }
+
+
+class ProgressFile(Callback):
+    """Rank 0 writes steps, epochs and the last loss to a file: under ddp_spawn the
+    launching process's Trainer does not see the ranks' progress counters."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            loss = trainer.callback_metrics.get("train/loss")
+            self.path.write_text(json.dumps({
+                "steps": trainer.global_step,
+                "epochs": trainer.current_epoch,
+                "final_loss": float(loss) if loss is not None else None,
+            }))
 
 
 class TrainingInterrupted(RuntimeError):
@@ -119,8 +136,7 @@ class TrainStage(Stage[BiEncoder]):
             collate_fn=GroupCollator(model),
             num_workers=hp.get("num_workers", 0),
             drop_last=multi,  # equal batch shapes on every rank for the cross-device gather
-            generator=torch.Generator().manual_seed(self.seed),
-        )
+        )  # shuffled from the seed_everything state (a torch.Generator cannot cross ddp_spawn)
         module = BiEncoderModule(
             model, instantiate(self.loss_cfg), lr=hp["lr"], weight_decay=hp.get("weight_decay", 0.01),
             warmup_ratio=hp.get("warmup_ratio", 0.1), in_batch_negatives=hp.get("in_batch_negatives", True),
@@ -133,7 +149,7 @@ class TrainStage(Stage[BiEncoder]):
         )
         logger = self.logger_factory(self.phase) if self.logger_factory else False
         trainer: L.Trainer = instantiate(
-            self.trainer_cfg, callbacks=[checkpoint], logger=logger, default_root_dir=str(work),
+            self.trainer_cfg, callbacks=[checkpoint, ProgressFile(work / "progress.json")], logger=logger, default_root_dir=str(work),
             enable_checkpointing=True,
         )
         last = ckpt_dir / "last.ckpt"
@@ -149,15 +165,14 @@ class TrainStage(Stage[BiEncoder]):
             )
         model.passage_max_length = eval_length
         model.save(out, with_weights=True)
+        progress = json.loads((work / "progress.json").read_text())
         stats = {
             "phase": self.phase,
             "queries": len(dataset),
             "skipped_no_positive": dataset.skipped_no_positive,
-            "steps": trainer.global_step,
-            "epochs": trainer.current_epoch,
+            **progress,
             "seconds": round(time.time() - t0, 1),
             "resumed_from": resume,
-            "final_loss": float(trainer.callback_metrics.get("train/loss", float("nan"))),
         }
         (out / "train_stats.json").write_text(json.dumps(stats, indent=2))
 
