@@ -80,7 +80,7 @@ def test_missing_model_is_a_clear_error(cli_env, tmp_path):
 
 
 def _run_dir(stdout: str) -> Path:
-    m = re.search(r"report: (.+report\.md)", stdout)
+    m = re.search(r"^report: (.+report\.md)$", stdout, re.M)
     assert m, stdout[-2000:]
     return Path(m.group(1)).parent
 
