@@ -28,6 +28,12 @@ def test_cfg_job_prints_composed_config_and_runs_nothing(cli_env, tmp_path):
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "cache").exists()
 
 
+def test_paper_profile_composes_for_eight_gpus(cli_env, tmp_path):
+    out = run_cli(["+exp=human", "profile=paper", "--cfg", "job"], cli_env, tmp_path).stdout
+    assert "strategy: ddp_spawn" in out and "devices: 8" in out and "group_size: 16" in out
+    assert "passage_max_length: 156" in out and "temperature: 1.0" in out
+
+
 def test_config_found_from_any_directory(cli_env, tmp_path):
     elsewhere = tmp_path / "some" / "dir"
     elsewhere.mkdir(parents=True)
@@ -196,3 +202,15 @@ def test_ddp_two_cpu_processes(cli_env, tmp_path):
     stats = json.loads(next((tmp_path / "cache" / "train").glob("*/train_stats.json")).read_text())
     assert stats["steps"] == 2  # 16 queries / (4 per device x 2 devices), last batch dropped on neither
     assert metrics["groups"]["in_domain"]["collections"]["scifact_test"]["nDCG@10"] > 0.0
+
+
+@needs_data
+@pytest.mark.slow
+def test_wandb_logger_runs_offline(cli_env, tmp_path):
+    env = {k: v for k, v in cli_env.items() if k != "WANDB_API_KEY"}
+    env["WANDB_MODE"] = "offline"
+    proc = run_cli(["+exp=human", *TINY, "eval.groups.out_of_domain=[]", "logger=wandb"], env, tmp_path)
+    run_dir = _run_dir(proc.stdout)
+    offline = list((run_dir / "wandb").glob("offline-run-*"))
+    assert offline, sorted(p.name for p in run_dir.iterdir())
+    assert list(offline[0].rglob("*.wandb"))
