@@ -46,7 +46,7 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 def _baseline_overrides(name: str) -> list[str]:
     """The overrides that fix the data and scale of this run, applied to the baseline experiment."""
-    keep = ("profile=", "data", "eval", "model", "seed=", "cache_dir=", "index.", "pool")
+    keep = ("profile=", "data", "eval", "model", "seed=", "cache_dir=", "pool")
     task = HydraConfig.get().overrides.task
     carried = [o for o in task if o.lstrip("+~").startswith(keep) and not o.startswith("eval.baseline")]
     return [f"+exp={name}", "eval.baseline=null", *carried]
