@@ -11,6 +11,8 @@ LOSSES: dict[str, type["RankingLoss"]] = {}
 
 
 def register(name: str) -> Callable[[type], type]:
+    """Class decorator: make a loss reachable as ``get_loss(name)`` and sets ``cls.name``."""
+
     def wrap(cls: type) -> type:
         if name in LOSSES:
             raise ValueError(f"loss '{name}' registered twice")
@@ -22,17 +24,21 @@ def register(name: str) -> Callable[[type], type]:
 
 
 def get_loss(name: str, **kwargs) -> "RankingLoss":
+    """Instantiate the loss registered as ``name`` with ``kwargs``."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss '{name}'; known losses: {', '.join(sorted(LOSSES))}")
     return LOSSES[name](**kwargs)
 
 
 class RankingLoss(nn.Module):
-    """Base class: validates shapes, and averages a per-row loss over rows that have a positive.
+    """L = (1 / |B+|) * sum_{i in B+} l_i(s_i, P_i), B+ = rows with at least one positive.
 
     ``scores`` [B, N] are similarities already divided by the temperature; a column
-    scored -inf is masked (padding, a known positive of the query in another group).
-    ``labels`` [B, N] are multi-hot (bool or 0/1).
+    scored -inf is masked (padding, a known positive of the query in another group)
+    and counts neither as a positive nor in any denominator.
+    ``labels`` [B, N] are multi-hot (bool or 0/1). Subclasses give the per-row l_i
+    in :meth:`row_loss`. With no row in B+ the result is a zero still attached to
+    ``scores``, so a ``backward()`` in the training step does not fail.
     """
 
     name: str = "base"
@@ -48,10 +54,11 @@ class RankingLoss(nn.Module):
 
     def row_loss(self, scores: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Loss per row, for rows with at least one (finite) positive: returns [B']."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement row_loss()")
 
 
 def check_shapes(scores: torch.Tensor, labels: torch.Tensor) -> None:
+    """Raise ValueError unless scores is a float [B, N] tensor and labels has its shape."""
     if scores.dim() != 2:
         raise ValueError(f"scores must be a 2-D tensor [queries, passages], got shape {tuple(scores.shape)}")
     if labels.shape != scores.shape:
@@ -64,6 +71,7 @@ def check_shapes(scores: torch.Tensor, labels: torch.Tensor) -> None:
 
 def masked_logsumexp(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """log sum_{j: mask} exp(s_j) per row; -inf for an empty row, with finite gradients."""
+    # the dtype's lowest finite value, not -inf, so an all-masked row has no NaN gradient
     neg_inf = torch.finfo(scores.dtype).min
     s = scores.masked_fill(~mask, neg_inf)
     out = torch.logsumexp(s, dim=-1)

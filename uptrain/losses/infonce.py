@@ -9,12 +9,13 @@ from uptrain.losses.base import RankingLoss, masked_logsumexp, register
 
 @register("infonce")
 class InfoNCE(RankingLoss):
-    """L = -log( exp(s_p) / (exp(s_p) + sum_{n in N} exp(s_n)) ).
+    """l = (1 / |P|) * sum_{p in P} -log( exp(s_p) / (exp(s_p) + sum_{n in Nn} exp(s_n)) ).
 
-    With several positives in a row, each positive is contrasted with the negatives
-    only (the other positives are left out of its denominator) and the row's loss is
-    the mean over its positives; with one positive this is the textbook InfoNCE, and
-    equals cross-entropy over the row.
+    With one positive this is the textbook InfoNCE, and equals cross-entropy over the
+    row. With several positives in a row (multi-hot labels), each positive is
+    contrasted with the negatives only (the other positives are left out of its
+    denominator, so positives never push each other down) and the row's loss is the
+    mean over its positives, so a row weighs the same whatever its number of positives.
     """
 
     def row_loss(self, scores: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:

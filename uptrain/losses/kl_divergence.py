@@ -12,8 +12,10 @@ class KLDivergence(RankingLoss):
     """L = sum_j U_j (log U_j - log R_j), U = softmax(u / tau_u), R = softmax(s) over the row.
 
     ``labels`` here are float utility scores u (e.g. answer log-likelihoods given query
-    and passage). Columns whose utility is -inf or NaN, or whose score is -inf, are
-    left out of both distributions; rows with no usable column are ignored.
+    and passage), tau_u is ``target_temperature``. Columns whose utility is not finite
+    (-inf or NaN marks "no utility"), or whose score is -inf (a masked column), get
+    U_j = 0 and are left out of both softmaxes; rows with no usable column are ignored
+    and the result is the mean over the remaining rows.
     """
 
     def __init__(self, target_temperature: float = 1.0):
@@ -21,6 +23,9 @@ class KLDivergence(RankingLoss):
         if target_temperature <= 0:
             raise ValueError(f"target_temperature must be > 0, got {target_temperature}")
         self.target_temperature = float(target_temperature)
+
+    def extra_repr(self) -> str:
+        return f"target_temperature={self.target_temperature}"
 
     def forward(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         check_shapes(scores, labels)

@@ -1,4 +1,4 @@
-"""Positive sampling strategies for multi-positive training labels."""
+"""Positive sampling strategies for multi-positive training labels (pos-one / pos-avg / pos-all, arXiv 2504.05220)."""
 
 from uptrain.sampling.positives import PosAll, PosAvg, PositiveSampler, PosOne
 

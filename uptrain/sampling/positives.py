@@ -1,9 +1,12 @@
 """Which of a query's positives a training step uses (arXiv 2504.05220: pos-one, pos-avg, pos-all).
 
-LLM annotation yields a varying number of positives per query; the paper compares
-training on one sampled positive, on up to the average number of positives, and on
-all of them. Samplers are fitted once on the whole label set, then draw per query
-per epoch from a seeded ``random.Random``.
+LLM annotation yields a varying number of positives per query; Zhang et al.,
+"Leveraging LLMs for Utility-Focused Annotation" (arXiv 2504.05220) compare training
+on one sampled positive (pos-one), on up to the average number of positives
+(pos-avg), and on all of them (pos-all). Samplers are fitted once on the whole label
+set, then draw per query per epoch from a seeded ``random.Random``. A sample is a
+subset of the query's positives without duplicates, in an order drawn from ``rng``,
+and is empty exactly when the query has no positive.
 """
 
 from __future__ import annotations
@@ -13,50 +16,70 @@ import random
 from typing import Sequence
 
 
+def _unique(positives: Sequence[str]) -> list[str]:
+    # first-seen order, so the result depends only on the rng and the input order
+    return list(dict.fromkeys(positives))
+
+
 class PositiveSampler:
+    """S(P) subset of P, |S(P)| >= 1 whenever P is non-empty; subclasses choose the subset.
+
+    ``fit`` sees the positive ids of every training query once, before training;
+    ``sample`` is called per query per epoch with that query's positive ids.
+    """
+
     name = "base"
 
     def fit(self, positives_per_query: Sequence[Sequence[str]]) -> None:
-        """See the whole training label set once (before training)."""
+        """See the whole training label set once (before training); stateless samplers ignore it."""
 
     def sample(self, positives: Sequence[str], rng: random.Random) -> list[str]:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement sample()")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
 
 class PosOne(PositiveSampler):
-    """pos-one: one positive drawn uniformly per query and epoch."""
+    """pos-one (arXiv 2504.05220): S(P) = {p}, p ~ Uniform(P), drawn anew per query and epoch."""
 
     name = "pos_one"
 
     def sample(self, positives: Sequence[str], rng: random.Random) -> list[str]:
-        return [rng.choice(list(positives))] if positives else []
+        unique = _unique(positives)
+        return [rng.choice(unique)] if unique else []
 
 
 class PosAvg(PositiveSampler):
-    """pos-avg: up to k positives without replacement, k = ceil(mean #positives over labelled queries)."""
+    """pos-avg (arXiv 2504.05220): S(P) = min(k, |P|) positives of P drawn without replacement.
+
+    k = ceil( (1 / |Q+|) * sum_{q in Q+} |P_q| ), Q+ = training queries with >= 1 positive,
+    computed by :meth:`fit` and exposed as ``k_``. An explicit ``k`` overrides the fit.
+    """
 
     name = "pos_avg"
 
     def __init__(self, k: int | None = None):
-        if k is not None and k < 1:
-            raise ValueError(f"sampling.k must be >= 1 or null, got {k}")
-        self.k = k
-        self.k_: int | None = k
+        if k is not None and (isinstance(k, bool) or int(k) != k or k < 1):
+            raise ValueError(f"sampling.k must be an integer >= 1 or null, got {k!r}")
+        self.k = None if k is None else int(k)
+        self.k_: int | None = self.k
 
     def fit(self, positives_per_query: Sequence[Sequence[str]]) -> None:
         if self.k is not None:
             self.k_ = self.k
             return
         counts = [len(set(p)) for p in positives_per_query if len(p) > 0]
+        # a label set without any positive trains nothing; 1 keeps sample() usable
         self.k_ = max(1, math.ceil(sum(counts) / len(counts))) if counts else 1
 
     def sample(self, positives: Sequence[str], rng: random.Random) -> list[str]:
         if self.k_ is None:
-            raise RuntimeError("PosAvg.sample() called before fit(): k comes from the label set (or set sampling.k)")
-        unique = list(dict.fromkeys(positives))
+            raise RuntimeError(
+                "PosAvg.sample() called before fit(): k is the mean number of positives of the "
+                "label set, so call fit(positives_per_query) first (or set sampling.k)"
+            )
+        unique = _unique(positives)
         return rng.sample(unique, min(self.k_, len(unique)))
 
     def __repr__(self) -> str:
@@ -64,11 +87,11 @@ class PosAvg(PositiveSampler):
 
 
 class PosAll(PositiveSampler):
-    """pos-all: every positive of the query, in random order."""
+    """pos-all (arXiv 2504.05220): S(P) = P, every positive of the query in a random order."""
 
     name = "pos_all"
 
     def sample(self, positives: Sequence[str], rng: random.Random) -> list[str]:
-        unique = list(dict.fromkeys(positives))
+        unique = _unique(positives)
         rng.shuffle(unique)
         return unique
