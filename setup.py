@@ -8,12 +8,15 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
-# each config group folder is a data-only subpackage of uptrain.conf
-groups = sorted(p.name for p in Path("conf").iterdir() if p.is_dir() and not p.name.startswith(("_", ".")))
-conf_packages = ["uptrain.conf"] + [f"uptrain.conf.{g}" for g in groups]
+# each folder under conf/ (config groups, prompt templates) is a data-only subpackage of uptrain.conf
+folders = sorted(
+    p.relative_to("conf") for p in Path("conf").rglob("*")
+    if p.is_dir() and not any(part.startswith(("_", ".")) for part in p.parts)
+)
+conf_packages = ["uptrain.conf"] + [".".join(("uptrain.conf", *f.parts)) for f in folders]
 
 setup(
     packages=find_packages(include=["uptrain", "uptrain.*"]) + conf_packages,
     package_dir={"uptrain.conf": "conf"},
-    package_data={p: ["*.yaml"] for p in conf_packages},
+    package_data={p: ["*.yaml", "*.txt"] for p in conf_packages},
 )

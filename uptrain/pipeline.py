@@ -19,6 +19,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from uptrain.annotate.stage import AnnotateStage
 from uptrain.cache import ArtifactCache, write_atomic
 from uptrain.data.stage import DataStage
 from uptrain.evaluate.metrics import EvalResult
@@ -63,6 +64,13 @@ def build_model(runner: Runner, cfg: DictConfig, train_data: Artifact | None, lo
         return model
     assert train_data is not None
     pool = runner.run(PoolStage(instantiate(cfg.pool.retriever), cfg.pool.depth, cfg.pool.seed), {"data": train_data})
+    annotations = None
+    labels = cfg.labels.source
+    if labels != "human":
+        annotations = runner.run(
+            AnnotateStage(cfg.annotator, **OmegaConf.to_container(cfg.annotate, resolve=True)),
+            {"data": train_data, "pool": pool}, label="annotate",
+        )
     for phase in phases:
         stage = TrainStage(
             phase=phase.name,
@@ -72,8 +80,12 @@ def build_model(runner: Runner, cfg: DictConfig, train_data: Artifact | None, lo
             hparams=cfg.train,
             seed=cfg.seed,
             logger_factory=logger_factory,
+            labels=phase.get("labels", labels),
         )
-        model = runner.run(stage, {"data": train_data, "pool": pool, "init": model}, label=f"train_{phase.name}")
+        deps = {"data": train_data, "pool": pool, "init": model}
+        if "labels" in stage.inputs:
+            deps["labels"] = annotations
+        model = runner.run(stage, deps, label=f"train_{phase.name}")
     return model
 
 
@@ -116,6 +128,27 @@ def collection_stats(runner: Runner) -> dict[str, dict]:
                 s = json.loads(p.read_text())
                 stats[s.get("name", rec.label)] = s
     return stats
+
+
+def annotation_sections(runner: Runner) -> dict[str, str]:
+    """Annotation quality (the paper's Table 1) and cost, when the run annotated its pool."""
+    for rec in runner.records:
+        if rec.stage == "annotate":
+            path = Path(rec.path)
+            stats = json.loads((path / "stats.json").read_text())
+            cost = (
+                f"{stats['queries']} queries, {stats['passages_judged']} passages judged, {stats['prompts']} prompts, "
+                f"{stats['prompt_tokens']} prompt + {stats['output_tokens']} output tokens in {stats['seconds']} s "
+                f"({stats['tokens_per_second']} tokens/s); unparseable answers: {stats['unparseable']}. "
+                f"At the paper's scale ({stats['paper_scale']['queries']} queries) and an assumed "
+                f"{stats['paper_scale']['assumed_gpu_tokens_per_second']:.0f} tokens/s per GPU: "
+                f"about {stats['paper_scale']['gpu_hours']} GPU-hours."
+            )
+            return {
+                "Annotation quality against human labels (Table 1 layout)": (path / "table1.md").read_text(),
+                "Annotation cost": cost,
+            }
+    return {}
 
 
 def run_experiment(
@@ -168,6 +201,7 @@ def run_experiment(
         stats=metrics["collections"],
         config_yaml=config_yaml,
         stages=runner.summary(),
+        sections=annotation_sections(runner),
     )
     write_atomic(run_dir / "report.md", report)
     hits = sum(r.cache == "hit" for r in runner.records)

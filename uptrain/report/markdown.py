@@ -153,9 +153,11 @@ def render_report(
     stages: list[Mapping] | None = None,
     alpha: float = 0.05,
     legend: Mapping[str, str] | None = None,
+    sections: Mapping[str, str] | None = None,
 ) -> str:
     """The run's report: a results table per group, the marker legend, collection
-    statistics, the stages with their cache status and the resolved config.
+    statistics, further ``sections`` (title -> Markdown body, e.g. annotation quality),
+    the stages with their cache status and the resolved config.
 
     ``legend`` adds lines for further markers, e.g. ``{"†": "significantly better than BM25"}``.
     """
@@ -175,6 +177,8 @@ def render_report(
         parts.append("\n\n".join(section))
     if stats:
         parts.append("## Collections\n\n" + _collections_table(stats))
+    for heading, body in (sections or {}).items():
+        parts.append(f"## {heading}\n\n{body.strip()}")
     if stages:
         parts.append("## Stages\n\n" + _stages_table(stages))
     if config_yaml is not None:

@@ -80,9 +80,24 @@ def human_examples(pool) -> list[LabelledQuery]:
     return [LabelledQuery(e.query_id, e.query, tuple(e.positives), tuple(e.negatives)) for e in pool]
 
 
+def llm_examples(pool, annotations: Mapping, step: str) -> list[LabelledQuery]:
+    """Training queries labelled by an annotation step: its positives, and the rest of the pool as negatives.
+
+    The human labels are not used: a passage the annotator did not select is a negative
+    even when a human judged it relevant (that is what training on LLM labels means).
+    """
+    examples = []
+    for e in pool:
+        ann = annotations.get(e.query_id)
+        if ann is None:
+            continue
+        pos = ann.positives(step)
+        examples.append(LabelledQuery(e.query_id, e.query, tuple(pos), tuple(d for d in e.candidates if d not in pos)))
+    return examples
+
+
 class TrainStage(Stage[BiEncoder]):
     name = "train"
-    inputs = ("data", "pool", "init")
 
     def __init__(
         self,
@@ -93,7 +108,12 @@ class TrainStage(Stage[BiEncoder]):
         hparams: DictConfig | dict,
         seed: int = 0,
         logger_factory: Callable[[str], Any] | None = None,
+        labels: str = "human",
     ):
+        if labels != "human" and not labels.startswith("llm:"):
+            raise ValueError(f"labels must be 'human' or 'llm:<step>' (relsel, utilsel, utilrank), got {labels!r}")
+        self.labels = labels
+        self.inputs = ("data", "pool", "init") + (("labels",) if labels != "human" else ())
         self.phase = phase
         self.loss_cfg = OmegaConf.to_container(loss_cfg, resolve=True)
         self.sampling_cfg = OmegaConf.to_container(sampling_cfg, resolve=True)
@@ -104,7 +124,7 @@ class TrainStage(Stage[BiEncoder]):
 
     def spec(self) -> dict:
         return {
-            "labels": "human",
+            "labels": self.labels,
             "loss": self.loss_cfg,
             "sampling": self.sampling_cfg,
             "trainer": {k: v for k, v in self.trainer_cfg.items() if k not in _TRAINER_KEYS_OUTSIDE_KEY},
@@ -120,7 +140,10 @@ class TrainStage(Stage[BiEncoder]):
         eval_length = model.passage_max_length
         if hp.get("passage_max_length"):  # shorter passages while training only (cost is quadratic)
             model.passage_max_length = int(hp["passage_max_length"])
-        examples = human_examples(inputs["pool"].value)
+        if self.labels == "human":
+            examples = human_examples(inputs["pool"].value)
+        else:
+            examples = llm_examples(inputs["pool"].value, inputs["labels"].value, self.labels.split(":", 1)[1])
         dataset = GroupDataset(
             examples, collection.docs, instantiate(self.sampling_cfg),
             group_size=hp["group_size"], seed=self.seed,

@@ -1,0 +1,155 @@
+"""Annotator on vLLM (CUDA GPUs): same prompts and outputs as the transformers backend, with paged batching.
+
+``vllm`` is imported only when a backend is built, so the rest of the package works without it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+from uptrain.annotate.backends.base import Backend, BackendStats, Generation, GenerationParams, Messages
+from uptrain.annotate.backends.models import DEFAULT_LLM, model_sha, resolve_llm
+
+
+class VLLMUnavailableError(ImportError):
+    """vLLM is not installed (or cannot be imported here)."""
+
+
+def _import_vllm():
+    try:
+        import vllm
+    except ImportError as exc:
+        raise VLLMUnavailableError(
+            "The vllm annotator backend needs the `vllm` package: install it with `pip install .[vllm]`. "
+            "vLLM runs on CUDA GPUs only; on a CPU use the transformers backend "
+            f"(annotator=transformers). Import failed with: {exc}"
+        ) from exc
+    return vllm
+
+
+class VLLMBackend(Backend):
+    name = "vllm"
+
+    def __init__(
+        self,
+        model: str = DEFAULT_LLM,
+        tensor_parallel_size: int = 1,
+        max_model_len: int | None = None,
+        dtype: str = "auto",
+        quantization: str | None = None,
+        enable_prefix_caching: bool = True,
+        gpu_memory_utilization: float = 0.9,
+        cache_dir: str | Path | None = None,
+    ):
+        vllm = _import_vllm()
+        self._vllm = vllm
+        self.model_name = model
+        self.path = resolve_llm(model, cache_dir)
+        self.model_sha = model_sha(self.path)
+        self.dtype = dtype
+        self.quantization = quantization
+        self.llm = vllm.LLM(
+            model=self.path,
+            tensor_parallel_size=tensor_parallel_size,
+            max_model_len=max_model_len,
+            dtype=dtype,
+            quantization=quantization,
+            enable_prefix_caching=enable_prefix_caching,
+            gpu_memory_utilization=gpu_memory_utilization,
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        self._max_context = self._read_max_context(max_model_len)
+        self.stats = BackendStats()
+
+    def _read_max_context(self, requested: int | None) -> int:
+        try:
+            return int(self.llm.llm_engine.model_config.max_model_len)
+        except AttributeError:
+            # Engines that hide their config: trust the request, else the tokenizer's limit.
+            if requested:
+                return int(requested)
+            return int(min(getattr(self.tokenizer, "model_max_length", 2048), 1_000_000))
+
+    def spec(self) -> dict:
+        return {
+            "backend": self.name,
+            "model": self.model_name,
+            "model_sha": self.model_sha,
+            "dtype": self.dtype,
+            "quantization": self.quantization,
+        }
+
+    @property
+    def max_context(self) -> int:
+        return self._max_context
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def sampling_params(self, params: GenerationParams, **extra):
+        return self._vllm.SamplingParams(
+            temperature=0.0 if params.greedy else params.temperature,
+            top_p=params.top_p,
+            # vLLM spells "no top-k limit" as -1.
+            top_k=params.top_k if params.top_k > 0 else -1,
+            max_tokens=params.max_new_tokens,
+            seed=params.seed,
+            **extra,
+        )
+
+    def generate(self, prompts: Sequence[Messages], params: GenerationParams) -> list[Generation]:
+        if not prompts:
+            return []
+        start = time.perf_counter()
+        outputs = self.llm.chat(
+            [list(p) for p in prompts], sampling_params=self.sampling_params(params), use_tqdm=False
+        )
+        gens = [
+            Generation(
+                text=out.outputs[0].text,
+                prompt_tokens=len(out.prompt_token_ids),
+                output_tokens=len(out.outputs[0].token_ids),
+            )
+            for out in outputs
+        ]
+        if len(gens) != len(prompts):
+            raise RuntimeError(f"vLLM returned {len(gens)} outputs for {len(prompts)} prompts")
+        self.stats.prompts += len(gens)
+        self.stats.prompt_tokens += sum(g.prompt_tokens for g in gens)
+        self.stats.output_tokens += sum(g.output_tokens for g in gens)
+        self.stats.seconds += time.perf_counter() - start
+        return gens
+
+    def _render(self, messages: Messages) -> list[int]:
+        text = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def loglikelihood(self, contexts: Sequence[Messages], continuations: Sequence[str]) -> list[float]:
+        if len(contexts) != len(continuations):
+            raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuations")
+        if not contexts:
+            return []
+        start = time.perf_counter()
+        requests, spans = [], []
+        for context, continuation in zip(contexts, continuations):
+            cont = self.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+            if not cont:
+                raise ValueError("an empty continuation has no tokens to score")
+            ids = (self._render(context) + cont)[-(self._max_context - 1):]
+            requests.append({"prompt_token_ids": ids})
+            spans.append(min(len(cont), len(ids) - 1))
+        # One generated token is the minimum vLLM allows; the scores come from the prompt's log-probs.
+        sampling = self.sampling_params(GenerationParams(max_new_tokens=1), prompt_logprobs=1)
+        outputs = self.llm.generate(requests, sampling_params=sampling, use_tqdm=False)
+        scores = []
+        for request, n, out in zip(requests, spans, outputs):
+            ids = request["prompt_token_ids"]
+            total = 0.0
+            for pos in range(len(ids) - n, len(ids)):
+                total += out.prompt_logprobs[pos][ids[pos]].logprob
+            scores.append(total)
+        self.stats.prompt_tokens += sum(len(r["prompt_token_ids"]) for r in requests)
+        self.stats.seconds += time.perf_counter() - start
+        return scores

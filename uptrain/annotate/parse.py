@@ -1,0 +1,148 @@
+"""Parsing of annotator output: passage selections, rankings and pseudo answers.
+
+Small instruction models answer in many shapes (``[3] > [1]``, ``3, 5``, ``Passage 2 and
+passage 4``, bullet lists, reasoning in ``<think>`` blocks). The parser turns any of them
+into 1-based passage numbers and never raises, so one odd answer cannot stop a run.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+
+__all__ = ["parse_selection", "parse_answer", "ParseStats", "strip_reasoning", "is_none_answer"]
+
+# a passage id longer than this is never a window position (and int() of huge digit runs is slow or refused)
+_MAX_DIGITS = 6
+
+_THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
+_THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
+_BRACKETED = re.compile(r"\[\s*(?:(?:passage|doc|document)\s*#?\s*)?([0-9]+)\s*\]", re.IGNORECASE)
+_DIGITS = re.compile(r"[0-9]+")
+# "1. Passage 3" / "2) 5": a list enumerator in front of the actual passage number
+_ENUMERATOR = re.compile(r"^(\s*(?:[-*\u2022]\s*)?)[0-9]+[.)]\s+(?=[^\n]*[0-9])", re.MULTILINE)
+_ANSWER_LABEL = re.compile(r"^\s*(?:\*\*|__)?\s*(?:final\s+)?answer\s*(?:\*\*|__)?\s*[:\-]\s*(?:\*\*|__)?\s*",
+                           re.IGNORECASE)
+_NONE_ANSWER = re.compile(
+    r"^[\W_]*(?:(?:final\s+)?answer\s*[:\-]?[\W_]*)?"
+    r"(?:none|no|nothing|null|neither|n/?a|not\s+relevant|irrelevant|there\s+(?:is|are)\s+no)\b",
+    re.IGNORECASE,
+)
+
+
+def _as_text(text: object) -> str:
+    return text if isinstance(text, str) else ""
+
+
+def strip_reasoning(text: object) -> str:
+    """The visible answer: what follows the last ``</think>``; an unclosed ``<think>`` hides the rest."""
+    text = _as_text(text)
+    closes = list(_THINK_CLOSE.finditer(text))
+    if closes:
+        text = text[closes[-1].end():]
+    opened = _THINK_OPEN.search(text)
+    if opened:
+        text = text[: opened.start()]
+    return text
+
+
+def is_none_answer(text: object) -> bool:
+    """Whether the visible answer says that no passage qualifies ("None", "No passage is relevant")."""
+    return bool(_NONE_ANSWER.match(strip_reasoning(text)))
+
+
+def _plain_number_ok(text: str, start: int, end: int) -> bool:
+    """A standalone integer: not glued to letters ("5mg"), not part of a decimal, percentage or time."""
+    # a space stands in past either end, so the checks below never test against ""
+    before = text[start - 1] if start > 0 else " "
+    before2 = text[start - 2] if start > 1 else " "
+    after = text[end] if end < len(text) else " "
+    after2 = text[end + 1] if end + 1 < len(text) else " "
+    if before.isalnum() or before == "_" or after.isalnum() or after == "_":
+        return False
+    if before in ".:" and before2.isdigit():
+        return False
+    if after in ".:" and after2.isdigit():
+        return False
+    if after == "%" or before in "$\u20ac\u00a3":
+        return False
+    return True
+
+
+def _collect(numbers, limit: int) -> list[int]:
+    seen: list[int] = []
+    for digits in numbers:
+        if len(digits) > _MAX_DIGITS:
+            continue
+        n = int(digits)
+        if 1 <= n <= limit and n not in seen:
+            seen.append(n)
+    return seen
+
+
+def parse_selection(text: object, num_passages: int) -> list[int]:
+    """The 1-based passage numbers in ``text``, in the order given, without duplicates.
+
+    Bracketed numbers (``[3]``) win when any is present; otherwise standalone integers are
+    read, skipping decimals, numbers glued to letters and list enumerators. Only numbers
+    in ``1..num_passages`` are kept. Never raises.
+    """
+    try:
+        limit = int(num_passages)
+    except (TypeError, ValueError, OverflowError):
+        return []
+    if limit < 1:
+        return []
+    visible = strip_reasoning(text)
+    if not visible.strip():
+        return []
+    bracketed = [m.group(1) for m in _BRACKETED.finditer(visible)]
+    if bracketed:
+        return _collect(bracketed, limit)
+    if is_none_answer(visible):
+        return []
+    # drop list enumerators so "1. Passage 3" reads as 3, not 1 and 3
+    body = _ENUMERATOR.sub(lambda m: m.group(1) + " ", visible)
+    plain = (m.group(0) for m in _DIGITS.finditer(body) if _plain_number_ok(body, m.start(), m.end()))
+    return _collect(plain, limit)
+
+
+def parse_answer(text: object) -> str:
+    """The pseudo answer: reasoning removed, whitespace trimmed, a leading "Answer:" label dropped."""
+    visible = strip_reasoning(text).strip()
+    return _ANSWER_LABEL.sub("", visible, count=1).strip()
+
+
+@dataclass
+class ParseStats:
+    """Counts of parsed annotator answers.
+
+    ``empty``: answers that selected no passage (for any reason); ``unparseable``: of those,
+    non-empty text with no usable passage number that is not an explicit "none" answer.
+    """
+
+    total: int = 0
+    unparseable: int = 0
+    empty: int = 0
+
+    def record(self, text: object, result: list[int]) -> None:
+        self.total += 1
+        if result:
+            return
+        self.empty += 1
+        raw = _as_text(text)
+        if raw.strip() and not is_none_answer(raw):
+            self.unparseable += 1
+
+    def merge(self, other: "ParseStats") -> "ParseStats":
+        self.total += other.total
+        self.unparseable += other.unparseable
+        self.empty += other.empty
+        return self
+
+    @property
+    def unparseable_rate(self) -> float:
+        return self.unparseable / self.total if self.total else 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
