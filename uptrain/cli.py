@@ -30,10 +30,11 @@ def config_dir() -> str:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from uptrain.data import DatasetUnavailableError
+    from uptrain.labels import LabelConfigError
     from uptrain.model.backbone import ModelUnavailableError
     from uptrain.train.stage import TrainingInterrupted
 
-    return (DatasetUnavailableError, ModelUnavailableError, TrainingInterrupted, MissingMandatoryValue)
+    return (DatasetUnavailableError, LabelConfigError, ModelUnavailableError, TrainingInterrupted, MissingMandatoryValue)
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -46,10 +47,10 @@ def _root_cause(exc: BaseException) -> BaseException:
 
 def _baseline_overrides(name: str) -> list[str]:
     """The overrides that fix the data and scale of this run, applied to the baseline experiment."""
-    keep = ("profile=", "data", "eval", "model", "seed=", "cache_dir=", "pool")
+    keep = ("profile=", "data", "eval", "model", "seed=", "cache_dir=", "pool", "annotate", "annotator")
     task = HydraConfig.get().overrides.task
-    carried = [o for o in task if o.lstrip("+~").startswith(keep) and not o.startswith("eval.baseline")]
-    return [f"+exp={name}", "eval.baseline=null", *carried]
+    carried = [o for o in task if o.lstrip("+~").startswith(keep) and not o.startswith(("eval.baseline", "eval.second_baseline"))]
+    return [f"+exp={name}", "eval.baseline=null", "eval.second_baseline=null", *carried]
 
 
 def run(cfg: DictConfig) -> float | None:
@@ -63,13 +64,15 @@ def run(cfg: DictConfig) -> float | None:
             f"{', '.join(known)} (see `uptrain --help` for the config groups)"
         )
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    baseline = None
-    name = cfg.eval.get("baseline")
-    if name:
-        log.info("baseline: composing +exp=%s for the significance tests", name)
-        base_cfg = hydra.compose(config_name="config", overrides=_baseline_overrides(name))
-        baseline = run_experiment(base_cfg, run_dir / f"baseline_{name}", announce=False)
-    result = run_experiment(cfg, run_dir, baseline=baseline)
+    baselines = {}
+    for key in ("baseline", "second_baseline"):
+        name = cfg.eval.get(key)
+        if name:
+            log.info("%s: composing +exp=%s for the significance tests", key.replace("_", " "), name)
+            base_cfg = hydra.compose(config_name="config", overrides=_baseline_overrides(name))
+            baselines[key] = run_experiment(base_cfg, run_dir / f"baseline_{name}", announce=False)
+    result = run_experiment(cfg, run_dir, baseline=baselines.get("baseline"),
+                            second_baseline=baselines.get("second_baseline"))
     # the in-domain nDCG@10 is returned so Hydra sweepers can optimise it
     first = next(iter(result.results.values()), {})
     target = next(iter(first.values()), None)

@@ -19,6 +19,7 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from uptrain.annotate.replug import ReplugStage
 from uptrain.annotate.stage import AnnotateStage
 from uptrain.cache import ArtifactCache, write_atomic
 from uptrain.data.stage import DataStage
@@ -27,6 +28,7 @@ from uptrain.evaluate.significance import compare
 from uptrain.evaluate.stage import EvaluateStage
 from uptrain.graph import Artifact, Runner
 from uptrain.index.stage import IndexStage
+from uptrain.labels import required_inputs
 from uptrain.pool.stage import PoolStage
 from uptrain.report.markdown import console_table, render_report
 from uptrain.retrieve.stage import RUN_FILE, RetrieveStage
@@ -56,37 +58,68 @@ def make_logger_factory(cfg: DictConfig, run_dir: Path):
     return factory
 
 
+def _merged(base: DictConfig, override) -> DictConfig:
+    return OmegaConf.merge(base, override) if override else base
+
+
 def build_model(runner: Runner, cfg: DictConfig, train_data: Artifact | None, logger_factory) -> Artifact:
-    """The encoder, then each training phase warm-started from the one before."""
+    """The encoder, then each training phase warm-started from the one before.
+
+    The pool, the LLM annotation and the REPLUG scores are built only when a phase's
+    labels need them, and each is one cached node shared by every phase and run that does.
+    """
     model = runner.run(BaseModelStage(cfg.model), label="model")
     phases = cfg.get("phases") or []
     if not phases:
         return model
     assert train_data is not None
     pool = runner.run(PoolStage(instantiate(cfg.pool.retriever), cfg.pool.depth, cfg.pool.seed), {"data": train_data})
-    annotations = None
-    labels = cfg.labels.source
-    if labels != "human":
-        annotations = runner.run(
-            AnnotateStage(cfg.annotator, **OmegaConf.to_container(cfg.annotate, resolve=True)),
-            {"data": train_data, "pool": pool}, label="annotate",
-        )
+    needed = {name for phase in phases for name in required_inputs(phase.get("labels", "human"))}
+    side: dict[str, Artifact] = {}
+    annotate = OmegaConf.to_container(cfg.annotate, resolve=True)
+    if needed & {"annotations", "replug"}:
+        replug_answers = cfg.labels.get("replug_answers", "pseudo")
+        if "annotations" in needed or replug_answers == "pseudo":
+            side["annotations"] = runner.run(
+                AnnotateStage(cfg.annotator, **annotate), {"data": train_data, "pool": pool}, label="annotate"
+            )
+        if "replug" in needed:
+            stage = ReplugStage(cfg.annotator, answers=replug_answers, max_queries=annotate.get("max_queries"),
+                                batch_queries=annotate.get("batch_queries", 4))
+            deps = {"data": train_data, "pool": pool, **({"annotations": side["annotations"]} if "annotations" in stage.inputs else {})}
+            side["replug"] = runner.run(stage, deps, label="replug")
     for phase in phases:
+        labels = phase.get("labels", "human")
         stage = TrainStage(
             phase=phase.name,
-            loss_cfg=cfg.loss,
-            sampling_cfg=cfg.sampling,
-            trainer_cfg=cfg.trainer,
-            hparams=cfg.train,
+            loss_cfg=phase.get("loss") or cfg.loss,
+            sampling_cfg=phase.get("sampling") or cfg.sampling,
+            trainer_cfg=_merged(cfg.trainer, phase.get("trainer")),
+            hparams=_merged(cfg.train, phase.get("train")),
             seed=cfg.seed,
             logger_factory=logger_factory,
-            labels=phase.get("labels", labels),
+            labels=labels,
+            human_ratio=phase.get("human_ratio", 100),
         )
-        deps = {"data": train_data, "pool": pool, "init": model}
-        if "labels" in stage.inputs:
-            deps["labels"] = annotations
+        deps = {"data": train_data, "pool": pool, "init": model, **{k: side[k] for k in required_inputs(labels)}}
         model = runner.run(stage, deps, label=f"train_{phase.name}")
     return model
+
+
+def describe_labels(cfg: DictConfig) -> tuple[str, float | None]:
+    """A one-line account of the training labels and the share of human labels they use (%)."""
+    phases = cfg.get("phases") or []
+    if not phases:
+        return "", None
+    parts, human = [], 0.0
+    for phase in phases:
+        labels = phase.get("labels", "human")
+        ratio = float(phase.get("human_ratio", 100))
+        if "human" in labels.split("+"):
+            human = max(human, ratio)
+            labels = labels.replace("human", f"human {ratio:g}%") if ratio < 100 else labels
+        parts.append(labels)
+    return " -> ".join(parts), human
 
 
 def evaluate_all(runner: Runner, cfg: DictConfig, model: Artifact | None, run_dir: Path) -> dict[str, dict[str, EvalResult]]:
@@ -132,6 +165,18 @@ def collection_stats(runner: Runner) -> dict[str, dict]:
 
 def annotation_sections(runner: Runner) -> dict[str, str]:
     """Annotation quality (the paper's Table 1) and cost, when the run annotated its pool."""
+    sections = {}
+    for rec in runner.records:
+        if rec.stage == "replug":
+            st = json.loads((Path(rec.path) / "stats.json").read_text())
+            q = st["quality_top1"]
+            sections["REPLUG utilities"] = (
+                f"{st['queries']} queries ({st['queries_without_answer']} without an answer), "
+                f"{st['passages_scored']} passages scored in {st['seconds']} s "
+                f"({st['passages_per_second']} passages/s); answers: {st['answers']}. "
+                f"Top-1 passage by utility against the human qrels: precision {q['precision']:.4f}, "
+                f"recall {q['recall']:.4f}."
+            )
     for rec in runner.records:
         if rec.stage == "annotate":
             path = Path(rec.path)
@@ -144,15 +189,42 @@ def annotation_sections(runner: Runner) -> dict[str, str]:
                 f"{stats['paper_scale']['assumed_gpu_tokens_per_second']:.0f} tokens/s per GPU: "
                 f"about {stats['paper_scale']['gpu_hours']} GPU-hours."
             )
-            return {
-                "Annotation quality against human labels (Table 1 layout)": (path / "table1.md").read_text(),
-                "Annotation cost": cost,
-            }
-    return {}
+            sections["Annotation quality against human labels (Table 1 layout)"] = (path / "table1.md").read_text()
+            sections["Annotation cost"] = cost
+            break
+    return sections
+
+
+def significance_markers(
+    results: dict[str, dict[str, EvalResult]],
+    baseline: "ExperimentResult | None",
+    second: "ExperimentResult | None" = None,
+    alpha: float = 0.05,
+) -> dict | None:
+    """group -> collection -> measure -> "+"/"-" against the baseline, then a dagger when
+    significantly better than the second baseline (two-sided paired t-tests, p < alpha)."""
+    if baseline is None and second is None:
+        return None
+    out: dict = {}
+    for g, res in results.items():
+        out[g] = {}
+        for c, r in res.items():
+            marks = {m: "" for m in r.measures}
+            for other, better, worse in ((baseline, "+", "-"), (second, "\u2020", "")):
+                theirs = other.results.get(g, {}).get(c) if other is not None else None
+                if theirs is not None:
+                    for m, mk in compare(r, theirs, alpha=alpha, better=better, worse=worse).items():
+                        marks[m] += mk
+            out[g][c] = marks
+    return out
 
 
 def run_experiment(
-    cfg: DictConfig, run_dir: Path, baseline: "ExperimentResult | None" = None, announce: bool = True
+    cfg: DictConfig,
+    run_dir: Path,
+    baseline: "ExperimentResult | None" = None,
+    announce: bool = True,
+    second_baseline: "ExperimentResult | None" = None,
 ) -> ExperimentResult:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -168,12 +240,8 @@ def run_experiment(
     results = evaluate_all(runner, cfg, model, run_dir)
     measures = list(cfg.eval.measures)
 
-    markers = None
-    if baseline is not None:
-        markers = {
-            g: {c: compare(results[g][c], baseline.results[g][c]) for c in results[g] if c in baseline.results.get(g, {})}
-            for g in results
-        }
+    markers = significance_markers(results, baseline, second_baseline, alpha=float(cfg.eval.get("alpha", 0.05)))
+    label_source, human_ratio = describe_labels(cfg)
     metrics = {
         "name": cfg.name,
         "measures": measures,
@@ -186,6 +254,11 @@ def run_experiment(
         },
         "per_query": {g: {c: r.per_query for c, r in res.items()} for g, res in results.items()},
         "baseline": {"name": baseline.name, "run_dir": str(baseline.run_dir), "markers": markers} if baseline else None,
+        "second_baseline": second_baseline.name if second_baseline else cfg.eval.get("second_baseline"),
+        "markers": markers,
+        "report_row": OmegaConf.to_container(cfg.report, resolve=True) if cfg.get("report") else None,
+        "label_source": label_source,
+        "human_ratio": human_ratio,
         "stages": runner.summary(),
         "collections": collection_stats(runner),
     }
@@ -198,10 +271,13 @@ def run_experiment(
         measures=measures,
         markers=markers,
         baseline_name=baseline.name if baseline else None,
+        alpha=float(cfg.eval.get("alpha", 0.05)),
+        legend={"\u2020": f"significantly better than {second_baseline.name} (same test)"} if second_baseline else None,
         stats=metrics["collections"],
         config_yaml=config_yaml,
         stages=runner.summary(),
-        sections=annotation_sections(runner),
+        sections={**({"Training labels": f"`{label_source}` (human labels: {human_ratio:g}%)"} if label_source else {}),
+                  **annotation_sections(runner)},
     )
     write_atomic(run_dir / "report.md", report)
     hits = sum(r.cache == "hit" for r in runner.records)

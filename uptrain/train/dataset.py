@@ -10,22 +10,13 @@ are added by the loss-side scoring (every query sees every passage of the batch)
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import dataclass
 from typing import Sequence
 
 from torch.utils.data import Dataset
 
-
-@dataclass(frozen=True)
-class LabelledQuery:
-    """One training query: its text, its positives (by the label source) and its hard negatives."""
-
-    query_id: str
-    query: str
-    positives: tuple[str, ...]
-    negatives: tuple[str, ...]
+from uptrain.labels.examples import LabelledQuery, stable_seed  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -36,12 +27,7 @@ class TrainItem:
     passages: list[str]
     is_positive: list[bool]
     all_positives: frozenset[str]  # every known positive of the query, to mask false in-batch negatives
-
-
-def stable_seed(*parts: object) -> int:
-    """A seed from its parts that does not depend on Python's per-process hash salt."""
-    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little")
+    utilities: list[float] | None = None  # REPLUG utility of each passage of the group (soft labels)
 
 
 class GroupDataset(Dataset):
@@ -104,4 +90,5 @@ class GroupDataset(Dataset):
             passages=[self.docs.get(d, "") for d in doc_ids],
             is_positive=[True] * len(pos) + [False] * len(neg),
             all_positives=frozenset(ex.positives),
+            utilities=[float(ex.utilities.get(d, float("-inf"))) for d in doc_ids] if ex.utilities is not None else None,
         )

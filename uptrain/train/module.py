@@ -41,13 +41,23 @@ class GroupCollator:
             for j, is_pos in enumerate(it.is_positive):
                 pos_cols[i, col + j] = is_pos
             col += len(it.passages)
-        return {
+        batch = {
             "q": dict(self.model.tokenize(queries, "query")),
             "p": dict(self.model.tokenize(passages, "passage")),
             "pos_cols": pos_cols,
             "p_hash": torch.tensor([doc_hash(d) for it in items for d in it.doc_ids], dtype=torch.long),
             "q_pos_hashes": [[doc_hash(d) for d in it.all_positives] for it in items],
         }
+        if any(it.utilities is not None for it in items):
+            # soft labels (REPLUG): a query's utilities over its own group, -inf (no utility) elsewhere
+            util = torch.full((len(items), n_p), float("-inf"))
+            col = 0
+            for i, it in enumerate(items):
+                if it.utilities is not None:
+                    util[i, col : col + len(it.utilities)] = torch.tensor(it.utilities)
+                col += len(it.passages)
+            batch["util_cols"] = util
+        return batch
 
 
 class BiEncoderModule(L.LightningModule):
@@ -85,6 +95,8 @@ class BiEncoderModule(L.LightningModule):
         return trainer.world_size if trainer is not None else 1
 
     def scores_and_labels(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores [B, N] over every passage of the batch (all ranks), masked; labels multi-hot,
+        or float utilities (-inf: none) when the batch carries soft labels."""
         q = self.model(**batch["q"])
         p = self.model(**batch["p"])
         p_hash = batch["p_hash"]
@@ -109,6 +121,10 @@ class BiEncoderModule(L.LightningModule):
                 known = torch.isin(p_hash, torch.tensor(hashes, device=p_hash.device))
                 keep[i] &= ~(known & ~labels[i])
         scores = scores.masked_fill(~keep, float("-inf"))
+        if "util_cols" in batch:  # soft labels: utilities in the local columns, no utility elsewhere
+            util = torch.full(scores.shape, float("-inf"), dtype=scores.dtype, device=scores.device)
+            util[:, offset : offset + n_local] = batch["util_cols"].to(scores.dtype)
+            return scores, util
         return scores, labels
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader
 
 from uptrain.graph import Artifact, Stage
 from uptrain.model.biencoder import BiEncoder
-from uptrain.train.dataset import GroupDataset, LabelledQuery
+from uptrain.labels.sources import LabelConfigError, build_examples, is_soft, parse_spec, required_inputs
+from uptrain.train.dataset import GroupDataset
 from uptrain.train.module import BiEncoderModule, GroupCollator
 
 log = logging.getLogger("uptrain")
@@ -56,6 +57,10 @@ class TrainingInterrupted(RuntimeError):
     """Training stopped before the end (Ctrl-C, a signal): nothing is published, the checkpoint stays."""
 
 
+def _plain(cfg) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
 class BaseModelStage(Stage[BiEncoder]):
     """The encoder as shipped: settings only, weights stay where the backbone lives."""
 
@@ -75,27 +80,6 @@ class BaseModelStage(Stage[BiEncoder]):
         return BiEncoder.from_artifact(path)
 
 
-def human_examples(pool) -> list[LabelledQuery]:
-    """Training queries labelled by the human qrels carried in the pool."""
-    return [LabelledQuery(e.query_id, e.query, tuple(e.positives), tuple(e.negatives)) for e in pool]
-
-
-def llm_examples(pool, annotations: Mapping, step: str) -> list[LabelledQuery]:
-    """Training queries labelled by an annotation step: its positives, and the rest of the pool as negatives.
-
-    The human labels are not used: a passage the annotator did not select is a negative
-    even when a human judged it relevant (that is what training on LLM labels means).
-    """
-    examples = []
-    for e in pool:
-        ann = annotations.get(e.query_id)
-        if ann is None:
-            continue
-        pos = ann.positives(step)
-        examples.append(LabelledQuery(e.query_id, e.query, tuple(pos), tuple(d for d in e.candidates if d not in pos)))
-    return examples
-
-
 class TrainStage(Stage[BiEncoder]):
     name = "train"
 
@@ -109,22 +93,30 @@ class TrainStage(Stage[BiEncoder]):
         seed: int = 0,
         logger_factory: Callable[[str], Any] | None = None,
         labels: str = "human",
+        human_ratio: float = 100.0,
     ):
-        if labels != "human" and not labels.startswith("llm:"):
-            raise ValueError(f"labels must be 'human' or 'llm:<step>' (relsel, utilsel, utilrank), got {labels!r}")
+        parse_spec(labels)  # a bad spec fails before anything is built
         self.labels = labels
-        self.inputs = ("data", "pool", "init") + (("labels",) if labels != "human" else ())
+        self.human_ratio = float(human_ratio)
+        self.inputs = ("data", "pool", "init") + required_inputs(labels)
         self.phase = phase
-        self.loss_cfg = OmegaConf.to_container(loss_cfg, resolve=True)
-        self.sampling_cfg = OmegaConf.to_container(sampling_cfg, resolve=True)
-        self.trainer_cfg = OmegaConf.to_container(trainer_cfg, resolve=True)
-        self.hparams = OmegaConf.to_container(hparams, resolve=True) if isinstance(hparams, DictConfig) else dict(hparams)
+        self.loss_cfg = _plain(loss_cfg)
+        self.sampling_cfg = _plain(sampling_cfg)
+        self.trainer_cfg = _plain(trainer_cfg)
+        self.hparams = _plain(hparams)
         self.seed = int(seed)
         self.logger_factory = logger_factory
+        soft_loss = getattr(instantiate(self.loss_cfg), "name", "") == "kl"
+        if soft_loss != is_soft(labels):
+            raise LabelConfigError(
+                f"training phase '{phase}': labels '{labels}' "
+                + ("are REPLUG utilities and need loss=kl" if is_soft(labels) else "are positive sets; loss=kl needs labels=replug")
+            )
 
     def spec(self) -> dict:
         return {
             "labels": self.labels,
+            "human_ratio": self.human_ratio,
             "loss": self.loss_cfg,
             "sampling": self.sampling_cfg,
             "trainer": {k: v for k, v in self.trainer_cfg.items() if k not in _TRAINER_KEYS_OUTSIDE_KEY},
@@ -140,10 +132,11 @@ class TrainStage(Stage[BiEncoder]):
         eval_length = model.passage_max_length
         if hp.get("passage_max_length"):  # shorter passages while training only (cost is quadratic)
             model.passage_max_length = int(hp["passage_max_length"])
-        if self.labels == "human":
-            examples = human_examples(inputs["pool"].value)
-        else:
-            examples = llm_examples(inputs["pool"].value, inputs["labels"].value, self.labels.split(":", 1)[1])
+        values = {name: inputs[name].value for name in required_inputs(self.labels)}
+        examples, label_stats = build_examples(
+            self.labels, inputs["pool"].value, values, human_ratio=self.human_ratio, seed=self.seed
+        )
+        log.info("[train %s] labels %s: %s", self.phase, self.labels, label_stats.as_dict())
         dataset = GroupDataset(
             examples, collection.docs, instantiate(self.sampling_cfg),
             group_size=hp["group_size"], seed=self.seed,
@@ -192,6 +185,9 @@ class TrainStage(Stage[BiEncoder]):
         stats = {
             "phase": self.phase,
             "queries": len(dataset),
+            "labels": self.labels,
+            "human_ratio": self.human_ratio,
+            "label_stats": label_stats.as_dict(),
             "skipped_no_positive": dataset.skipped_no_positive,
             **progress,
             "seconds": round(time.time() - t0, 1),

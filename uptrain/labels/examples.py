@@ -1,0 +1,27 @@
+"""The form every label source produces: one training query with its positives and negatives."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Mapping
+
+
+@dataclass(frozen=True, eq=False)
+class LabelledQuery:
+    """One training query: its text, its positives (by the label source) and its hard negatives.
+
+    ``utilities`` (REPLUG) maps passage ids to utility scores when the labels are soft.
+    """
+
+    query_id: str
+    query: str
+    positives: tuple[str, ...]
+    negatives: tuple[str, ...]
+    utilities: Mapping[str, float] | None = None
+
+
+def stable_seed(*parts: object) -> int:
+    """A seed from its parts that does not depend on Python's per-process hash salt."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little")

@@ -1,0 +1,68 @@
+"""PNG plots of a sweep (matplotlib, Agg backend: no display needed).
+
+* :func:`curriculum_plot`: effectiveness against the share of human labels in
+  curriculum training, one line per label family, the baseline as a horizontal
+  line (Zhang et al., arXiv 2504.05220, Figure 3).
+* :func:`in_vs_out_plot`: in-domain against out-of-domain nDCG@10, one labelled
+  point per run (does a gain in domain carry over to other collections?).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; also on machines without a display
+import matplotlib.pyplot as plt  # noqa: E402
+
+Values = Mapping[str, "float | None"]  # measure -> value
+
+
+def curriculum_plot(
+    series: Mapping[str, Sequence[tuple[float, Values]]],
+    baseline: tuple[str, Values] | None,
+    path: Path,
+    panels: Sequence[str] = ("nDCG@10", "RR@10"),
+) -> Path:
+    """One panel per measure: x = human labels (%), y = in-domain value.
+
+    ``series``: family -> [(human ratio, measure -> value)]; ``baseline``: (name,
+    measure -> value), drawn as a dashed horizontal line (e.g. human: 100% human labels).
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, measure in zip(axes[0], panels):
+        for family, points in sorted(series.items()):
+            xy = sorted((x, v[measure]) for x, v in points if v.get(measure) is not None)
+            if xy:
+                ax.plot([p[0] for p in xy], [p[1] for p in xy], marker="o", label=family)
+        if baseline is not None and baseline[1].get(measure) is not None:
+            ax.axhline(baseline[1][measure], color="gray", linestyle="--", label=f"{baseline[0]} (baseline)")
+        ax.set_xlabel("human labels in training (%)")
+        ax.set_ylabel(f"in-domain {measure}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def in_vs_out_plot(points: Sequence[tuple[str, float, float]], path: Path) -> Path:
+    """Scatter of (name, in-domain nDCG@10, out-of-domain average nDCG@10)."""
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.scatter([p[1] for p in points], [p[2] for p in points])
+    for name, x, y in points:
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small")
+    ax.set_xlabel("in-domain nDCG@10")
+    ax.set_ylabel("out-of-domain average nDCG@10")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=120)
+    plt.close(fig)  # a sweep draws several figures in one process
+    return path
