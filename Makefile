@@ -10,13 +10,20 @@ export UPTRAIN_DATA
 endif
 SOURCES := $(shell find uptrain conf -name '*.py' -o -name '*.yaml' 2>/dev/null) pyproject.toml setup.py
 
-.PHONY: install demo test test-fast bench smoke clean help
+.PHONY: install demo test test-fast bench smoke reproduce-utility clean help
+
+# The experiment matrix of Zhang et al. (arXiv 2504.05220), Tables 2 and 4 (experiments/utility_annotation/).
+UTILITY_EXPS := zeroshot,bm25,human,replug,relsel,utilsel,utilrank,utilsel_infonce,utilsel_conj_infonce,utilsel_disj_infonce,utilsel_pos_one,utilsel_pos_avg,utilsel_pos_all,interleave,utilsel_cl20,utilsel_cl100,utilrank_cl20,utilrank_cl100,replug_cl20,replug_cl100
+UTILITY_DIR := experiments/utility_annotation
+REPRO_ARGS ?=
 
 help:
 	@echo "make demo     install, then run 'uptrain +exp=human' (profile=$(PROFILE)) and print the results"
 	@echo "make test     install, then run the test suite"
 	@echo "make bench    encoding and training throughput against reference implementations"
 	@echo "make smoke    the human experiment shrunk to a few minutes"
+	@echo "make reproduce-utility [PROFILE=demo|smoke|paper] [REPRO_ARGS=overrides]"
+	@echo "              the utility-annotation matrix, its sweep report and the comparison with the paper"
 
 # torch first, pinned to the CPU wheel, so no resolver ever pulls a CUDA build.
 $(BIN)/.deps: pyproject.toml
@@ -49,6 +56,15 @@ test-fast: install
 
 bench: install
 	$(BIN)/python -m uptrain.bench --out benchmarks/results.json
+
+# one multirun over every experiment of the matrix (shared stages are cache hits), then the
+# sweep report with the paper's findings side by side
+reproduce-utility: install
+	$(BIN)/uptrain --multirun "+exp=$(UTILITY_EXPS)" profile=$(PROFILE) eval.llm_test.enabled=true \
+		hydra.sweep.dir=multirun/reproduce-utility/$(PROFILE) $(REPRO_ARGS)
+	$(BIN)/uptrain-report multirun/reproduce-utility/$(PROFILE) --findings \
+		--reference $(UTILITY_DIR)/reference_table4.csv --out $(UTILITY_DIR)/results/$(PROFILE)
+	@echo "report: $(UTILITY_DIR)/results/$(PROFILE)/sweep.md"
 
 clean:
 	rm -rf build *.egg-info outputs multirun

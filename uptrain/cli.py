@@ -53,6 +53,21 @@ def _baseline_overrides(name: str) -> list[str]:
     return [f"+exp={name}", "eval.baseline=null", "eval.second_baseline=null", *carried]
 
 
+def llm_test_runs(cfg: DictConfig, run_dir: Path) -> dict | None:
+    """The pooled systems' runs for the LLM test collection, when eval.llm_test is enabled."""
+    from uptrain.pipeline import system_run
+
+    llm = cfg.eval.get("llm_test")
+    if llm is None or not llm.get("enabled"):
+        return None
+    runs = {}
+    for name in llm.systems:
+        log.info("llm test collection: the run of +exp=%s on %s", name, llm.collection)
+        sys_cfg = hydra.compose(config_name="config", overrides=_baseline_overrides(name))
+        runs[name] = system_run(sys_cfg, run_dir / "llm_test_systems" / name, llm.collection)
+    return runs
+
+
 def run(cfg: DictConfig) -> float | None:
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
     from uptrain.pipeline import run_experiment
@@ -64,15 +79,17 @@ def run(cfg: DictConfig) -> float | None:
             f"{', '.join(known)} (see `uptrain --help` for the config groups)"
         )
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    llm_runs = llm_test_runs(cfg, run_dir)
     baselines = {}
     for key in ("baseline", "second_baseline"):
         name = cfg.eval.get(key)
         if name:
             log.info("%s: composing +exp=%s for the significance tests", key.replace("_", " "), name)
             base_cfg = hydra.compose(config_name="config", overrides=_baseline_overrides(name))
-            baselines[key] = run_experiment(base_cfg, run_dir / f"baseline_{name}", announce=False)
+            baselines[key] = run_experiment(base_cfg, run_dir / f"baseline_{name}", announce=False,
+                                            llm_test_runs=llm_runs)
     result = run_experiment(cfg, run_dir, baseline=baselines.get("baseline"),
-                            second_baseline=baselines.get("second_baseline"))
+                            second_baseline=baselines.get("second_baseline"), llm_test_runs=llm_runs)
     # the in-domain nDCG@10 is returned so Hydra sweepers can optimise it
     first = next(iter(result.results.values()), {})
     target = next(iter(first.values()), None)

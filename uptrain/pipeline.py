@@ -14,7 +14,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -23,6 +23,7 @@ from uptrain.annotate.replug import ReplugStage
 from uptrain.annotate.stage import AnnotateStage
 from uptrain.cache import ArtifactCache, write_atomic
 from uptrain.data.stage import DataStage
+from uptrain.evaluate.llm_testset import LLMTestSetStage
 from uptrain.evaluate.metrics import EvalResult
 from uptrain.evaluate.significance import compare
 from uptrain.evaluate.stage import EvaluateStage
@@ -122,33 +123,62 @@ def describe_labels(cfg: DictConfig) -> tuple[str, float | None]:
     return " -> ".join(parts), human
 
 
-def evaluate_all(runner: Runner, cfg: DictConfig, model: Artifact | None, run_dir: Path) -> dict[str, dict[str, EvalResult]]:
+def retrieve(runner: Runner, cfg: DictConfig, model: Artifact | None, name: str) -> tuple[Artifact, Artifact]:
+    """The collection ``name`` of eval.collections and this run's top-``eval.depth`` over it."""
+    if name not in cfg.eval.collections:
+        raise KeyError(f"'{name}' is not in eval.collections (known: {sorted(cfg.eval.collections)})")
     indexer = instantiate(cfg.index)
+    data = runner.run(DataStage(instantiate(cfg.eval.collections[name])), label=f"data_{name}")
+    deps = {"data": data}
+    if indexer.needs_model:
+        deps["model"] = model
+    index = runner.run(IndexStage(indexer), deps, label=f"index_{name}")
+    run = runner.run(
+        RetrieveStage(indexer, depth=cfg.eval.depth, tag=cfg.name), {**deps, "index": index}, label=f"retrieve_{name}"
+    )
+    return data, run
+
+
+def system_run(cfg: DictConfig, run_dir: Path, collection: str) -> Artifact:
+    """One system's run over one collection (its model trained or found in the cache), for pooling."""
+    runner = Runner(ArtifactCache(cfg.cache_dir), run_dir)
+    model = None
+    if instantiate(cfg.index).needs_model:
+        train_data = runner.run(DataStage(instantiate(cfg.data.train)), label="data_train") if cfg.get("phases") else None
+        model = build_model(runner, cfg, train_data, None)
+    return retrieve(runner, cfg, model, collection)[1]
+
+
+def evaluate_all(
+    runner: Runner, cfg: DictConfig, model: Artifact | None, run_dir: Path,
+    llm_test_runs: Mapping[str, Artifact] | None = None,
+) -> dict[str, dict[str, EvalResult]]:
     results: dict[str, dict[str, EvalResult]] = {}
+    runs_dir = run_dir / "runs"
+    runs_dir.mkdir(exist_ok=True)
+    retrieved: dict[str, tuple[Artifact, Artifact]] = {}
     for group, names in cfg.eval.groups.items():
         if not names:
             continue
         results[group] = {}
         for name in names:
-            if name not in cfg.eval.collections:
-                raise KeyError(
-                    f"eval.groups.{group} names '{name}', which is not in eval.collections "
-                    f"(known: {sorted(cfg.eval.collections)})"
-                )
-            data = runner.run(DataStage(instantiate(cfg.eval.collections[name])), label=f"data_{name}")
-            deps = {"data": data}
-            if indexer.needs_model:
-                deps["model"] = model
-            index = runner.run(IndexStage(indexer), deps, label=f"index_{name}")
-            run = runner.run(
-                RetrieveStage(indexer, depth=cfg.eval.depth, tag=cfg.name), {**deps, "index": index},
-                label=f"retrieve_{name}",
-            )
-            runs_dir = run_dir / "runs"
-            runs_dir.mkdir(exist_ok=True)
+            data, run = retrieved[name] = retrieve(runner, cfg, model, name)
             shutil.copyfile(run.path / RUN_FILE, runs_dir / f"{name}.trec")
             ev = runner.run(EvaluateStage(list(cfg.eval.measures)), {"data": data, "run": run}, label=f"evaluate_{name}")
             results[group][name] = ev.value
+    llm = cfg.eval.get("llm_test")
+    if llm is not None and llm.get("enabled") and llm_test_runs:
+        # the shared LLM test collection, then this run evaluated on its labels
+        name = llm.collection
+        data, run = retrieved.get(name) or retrieve(runner, cfg, model, name)
+        stage = LLMTestSetStage(
+            cfg.annotator, systems=list(llm.systems), queries=llm.queries, depth=llm.depth, seed=llm.seed,
+            steps=list(llm.steps), label_step=llm.label_step,
+            batch_queries=cfg.annotate.get("batch_queries", 4),
+        )
+        testset = runner.run(stage, {"data": data, **{f"run_{s}": llm_test_runs[s] for s in llm.systems}}, label="llm_testset")
+        ev = runner.run(EvaluateStage(list(llm.measures)), {"data": testset, "run": run}, label="evaluate_llm_test")
+        results["llm_test"] = {f"{name}_llm": ev.value}
     return results
 
 
@@ -167,6 +197,14 @@ def annotation_sections(runner: Runner) -> dict[str, str]:
     """Annotation quality (the paper's Table 1) and cost, when the run annotated its pool."""
     sections = {}
     for rec in runner.records:
+        if rec.stage == "llm_testset":
+            a = json.loads((Path(rec.path) / "agreement.json").read_text())
+            sections["LLM test collection"] = (
+                f"{a['queries']} test queries, {a['pooled_per_query']:.1f} pooled passages per query judged by the "
+                f"annotator; {a['queries_without_positive']} queries without a relevant passage (not evaluated). "
+                f"Against the human qrels on the same pools: precision {a['precision']:.4f}, recall {a['recall']:.4f}; "
+                f"unparseable answers: {a['unparseable']}."
+            )
         if rec.stage == "replug":
             st = json.loads((Path(rec.path) / "stats.json").read_text())
             q = st["quality_top1"]
@@ -225,6 +263,7 @@ def run_experiment(
     baseline: "ExperimentResult | None" = None,
     announce: bool = True,
     second_baseline: "ExperimentResult | None" = None,
+    llm_test_runs: Mapping[str, Artifact] | None = None,
 ) -> ExperimentResult:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -237,8 +276,10 @@ def run_experiment(
     model = None
     if instantiate(cfg.index).needs_model:
         model = build_model(runner, cfg, train_data, make_logger_factory(cfg, run_dir))
-    results = evaluate_all(runner, cfg, model, run_dir)
+    results = evaluate_all(runner, cfg, model, run_dir, llm_test_runs)
     measures = list(cfg.eval.measures)
+    if "llm_test" in results:
+        measures += [m for m in cfg.eval.llm_test.measures if m not in measures]
 
     markers = significance_markers(results, baseline, second_baseline, alpha=float(cfg.eval.get("alpha", 0.05)))
     label_source, human_ratio = describe_labels(cfg)
@@ -248,7 +289,10 @@ def run_experiment(
         "groups": {
             g: {
                 "collections": {c: r.aggregate for c, r in res.items()},
-                "average": {m: sum(r.aggregate[m] for r in res.values()) / len(res) for m in measures} if res else {},
+                "average": {
+                    m: sum(r.aggregate[m] for r in res.values()) / len(res)
+                    for m in measures if res and all(m in r.aggregate for r in res.values())
+                },
             }
             for g, res in results.items()
         },

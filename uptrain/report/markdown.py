@@ -60,6 +60,12 @@ def _rows(
     return rows
 
 
+def group_measures(group_results: Mapping[str, EvalResult], measures: list[str]) -> list[str]:
+    """The measures at least one collection of the group was evaluated with (groups may differ)."""
+    present = [m for m in measures if any(m in r.aggregate for r in group_results.values())]
+    return present or list(measures)
+
+
 def results_table(
     group_results: Mapping[str, EvalResult],
     measures: list[str],
@@ -169,7 +175,7 @@ def render_report(
     for group, group_results in results.items():
         section = [f"## {group}"]
         if group_results:
-            section.append(results_table(group_results, measures, markers.get(group)))
+            section.append(results_table(group_results, group_measures(group_results, measures), markers.get(group)))
             counts = ", ".join(f"{name}: {r.num_queries}" for name, r in group_results.items())
             section.append(f"Evaluated queries (with at least one relevant judgment): {counts}.")
         else:
@@ -195,11 +201,12 @@ def console_table(
     markers = markers or {}
     blocks = []
     for group, group_results in results.items():
-        rows = _rows(group_results, measures, markers.get(group), average_row=True)
+        measures_g = group_measures(group_results, measures)
+        rows = _rows(group_results, measures_g, markers.get(group), average_row=True)
         # markers get a fixed-width slot after the number so the decimal points line up
-        mark_w = [max((len(cells[i][1]) for _, cells in rows), default=0) for i in range(len(measures))]
+        mark_w = [max((len(cells[i][1]) for _, cells in rows), default=0) for i in range(len(measures_g))]
         text_rows = [[label] + [num + mark.ljust(mark_w[i]) for i, (num, mark) in enumerate(cells)] for label, cells in rows]
-        header = ["Collection", *measures]
+        header = ["Collection", *measures_g]
         widths = [max(len(r[i]) for r in [header, *text_rows]) for i in range(len(header))]
 
         def line(cells: list[str]) -> str:
