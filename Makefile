@@ -63,7 +63,7 @@ reproduce-utility: install
 	$(BIN)/uptrain --multirun "+exp=$(UTILITY_EXPS)" profile=$(PROFILE) eval.llm_test.enabled=true \
 		hydra.sweep.dir=multirun/reproduce-utility/$(PROFILE) $(REPRO_ARGS)
 	$(BIN)/uptrain-report multirun/reproduce-utility/$(PROFILE) --findings \
-		--reference $(UTILITY_DIR)/reference_table4.csv --out $(UTILITY_DIR)/results/$(PROFILE)
+		--reference $(UTILITY_DIR)/reference_table4.csv $(UTILITY_DIR)/reference_table2.csv $(UTILITY_DIR)/reference_table6.csv --out $(UTILITY_DIR)/results/$(PROFILE)
 	@echo "report: $(UTILITY_DIR)/results/$(PROFILE)/sweep.md"
 
 clean:

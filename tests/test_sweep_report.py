@@ -255,15 +255,16 @@ def test_reference_side_by_side(tmp_path):
     csv = tmp_path / "paper.csv"
     csv.write_text(
         "table,group,method,collection,measure,value,marker\n"
-        "4,baselines,Human,DL19,nDCG@10,70.5,\n"
+        "4,baselines,Human,MS MARCO Dev,MRR@10,70.5,\n"
         "4,baselines,Human,BEIR avg,nDCG@10,43.0,\n"
-        "4,LLMs,RelSel,DL19,nDCG@10,68.0,-\n"
+        "4,LLMs,RelSel,MS MARCO Dev,MRR@10,68.0,-\n"
         "4,LLMs,RelSel,BEIR avg,nDCG@10,44.0,\n"
-        "4,LLMs,UtilSel,DL19,nDCG@10,70.1,\n"
-        "4,LLMs,UtilSel,MS MARCO dev,MRR@10,38.0,\n"
+        "4,LLMs,UtilSel,MS MARCO Dev,MRR@10,70.1,\n"
+        "4,LLMs,UtilSel,DL19,nDCG@10,30.0,\n"  # in-domain, the paper's side reads MRR@10 (every table has it)
+        "4,LLMs,UtilSel,MS MARCO Dev (LLM test collection),MRR@10,99.0,\n"  # its own group, never in-domain
         "4,LLMs,UtilSel,BEIR avg,nDCG@10,45.0,+\n"
-        "4,combination,REPLUG (20%),DL19,nDCG@10,66.0,-\n"
-        "4,combination,UtilSel (20%),DL19,nDCG@10,68.5,-\n"
+        "4,combination,REPLUG (20%),MS MARCO Dev,MRR@10,66.0,-\n"
+        "4,combination,UtilSel (20%),MS MARCO Dev,MRR@10,68.5,-\n"
     )
     proc = run_report([*dirs, "--out", tmp_path / "r", "--reference", csv], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -75,23 +75,9 @@ def build_model(runner: Runner, cfg: DictConfig, train_data: Artifact | None, lo
         return model
     assert train_data is not None
     pool = runner.run(PoolStage(instantiate(cfg.pool.retriever), cfg.pool.depth, cfg.pool.seed), {"data": train_data})
-    needed = {name for phase in phases for name in required_inputs(phase.get("labels", "human"))}
-    side: dict[str, Artifact] = {}
-    annotate = OmegaConf.to_container(cfg.annotate, resolve=True)
-    if needed & {"annotations", "replug"}:
-        replug_answers = cfg.labels.get("replug_answers", "pseudo")
-        if "annotations" in needed or replug_answers == "pseudo":
-            side["annotations"] = runner.run(
-                AnnotateStage(cfg.annotator, **annotate), {"data": train_data, "pool": pool}, label="annotate"
-            )
-        if "replug" in needed:
-            stage = ReplugStage(cfg.annotator, answers=replug_answers, max_queries=annotate.get("max_queries"),
-                                batch_queries=annotate.get("batch_queries", 4))
-            deps = {"data": train_data, "pool": pool, **({"annotations": side["annotations"]} if "annotations" in stage.inputs else {})}
-            side["replug"] = runner.run(stage, deps, label="replug")
-    for phase in phases:
-        labels = phase.get("labels", "human")
-        stage = TrainStage(
+    # every phase is configured (and checked) before anything slow is built
+    stages = [
+        TrainStage(
             phase=phase.name,
             loss_cfg=phase.get("loss") or cfg.loss,
             sampling_cfg=phase.get("sampling") or cfg.sampling,
@@ -99,11 +85,27 @@ def build_model(runner: Runner, cfg: DictConfig, train_data: Artifact | None, lo
             hparams=_merged(cfg.train, phase.get("train")),
             seed=cfg.seed,
             logger_factory=logger_factory,
-            labels=labels,
+            labels=phase.get("labels", "human"),
             human_ratio=phase.get("human_ratio", 100),
         )
-        deps = {"data": train_data, "pool": pool, "init": model, **{k: side[k] for k in required_inputs(labels)}}
-        model = runner.run(stage, deps, label=f"train_{phase.name}")
+        for phase in phases
+    ]
+    needed = {name for stage in stages for name in required_inputs(stage.labels)}
+    side: dict[str, Artifact] = {}
+    annotate = OmegaConf.to_container(cfg.annotate, resolve=True)
+    replug_answers = cfg.labels.get("replug_answers", "pseudo")
+    if "annotations" in needed or ("replug" in needed and replug_answers == "pseudo"):
+        side["annotations"] = runner.run(
+            AnnotateStage(cfg.annotator, **annotate), {"data": train_data, "pool": pool}, label="annotate"
+        )
+    if "replug" in needed:
+        replug = ReplugStage(cfg.annotator, answers=replug_answers, max_queries=annotate.get("max_queries"),
+                             batch_queries=annotate.get("batch_queries", 4))
+        deps = {"data": train_data, "pool": pool, **{k: side[k] for k in replug.inputs if k in side}}
+        side["replug"] = runner.run(replug, deps, label="replug")
+    for stage in stages:
+        deps = {"data": train_data, "pool": pool, "init": model, **{k: side[k] for k in required_inputs(stage.labels)}}
+        model = runner.run(stage, deps, label=f"train_{stage.phase}")
     return model
 
 

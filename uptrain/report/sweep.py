@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", default="human", help="experiment the +/- markers compare against (default: human)")
     parser.add_argument("--measures", nargs="+", metavar="[GROUP=]M", help="e.g. in_domain=RR@10,nDCG@10 out_of_domain=nDCG@10")
     parser.add_argument("--findings", action="store_true", help="check the paper's findings on these runs")
-    parser.add_argument("--reference", type=Path, help="the paper's numbers (CSV: table,group,method,collection,measure,value,marker)")
+    parser.add_argument("--reference", type=Path, nargs="+", help="the paper's numbers (CSV: table,group,method,collection,measure,value,marker)")
     args = parser.parse_args(argv)
 
     def warn(message: str) -> None:
