@@ -40,6 +40,28 @@ TINY = [
     "eval.baseline=null",
 ]
 
+# LLM annotation shrunk for a test: 4 queries, windows of 4 short passages, short answers.
+ANNOTATE_TINY = [
+    "annotate.max_queries=4",
+    "annotate.batch_queries=2",
+    "annotator.window=4",
+    "annotator.max_passage_words=25",
+    "annotator.generation.max_new_tokens=16",
+    "pool.depth=5",
+]
+
+# A handful of passages for model-level tests.
+DOCS = {
+    "d1": "aspirin reduces the risk of heart attack",
+    "d2": "low dose aspirin and cardiovascular events",
+    "d3": "the eiffel tower is in paris",
+    "d4": "photosynthesis converts light into chemical energy",
+    "d5": "vitamin d deficiency and bone fractures",
+    "d6": "calcium intake in elderly women",
+    "d7": "a history of the roman empire",
+    "d8": "neural networks learn representations",
+}
+
 
 def uptrain_command() -> list[str]:
     exe = Path(sys.executable).parent / "uptrain"

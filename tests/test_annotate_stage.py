@@ -17,7 +17,7 @@ from uptrain.annotate.quality import selection_quality, table1_markdown
 from uptrain.annotate.shards import ShardWriter, read_shards
 from uptrain.annotate.steps import QueryAnnotation, top_k_percent
 
-from conftest import TINY, needs_data, run_cli
+from conftest import ANNOTATE_TINY, TINY, needs_data, run_cli
 
 
 def test_torn_last_line_is_dropped_and_cut(tmp_path):
@@ -59,14 +59,6 @@ def test_positives_per_step():
         a.positives("answer")
 
 
-ANNOTATE_TINY = [
-    "annotate.max_queries=4",
-    "annotate.batch_queries=2",
-    "annotator.window=4",
-    "annotator.max_passage_words=25",
-    "annotator.generation.max_new_tokens=16",
-    "pool.depth=5",
-]
 
 
 def _annotate_dir(cache: Path) -> Path:

@@ -17,6 +17,8 @@ from uptrain.model import BiEncoder
 from uptrain.sampling import PosOne
 from uptrain.train.dataset import GroupDataset
 from uptrain.train.module import BiEncoderModule, GroupCollator
+
+from conftest import DOCS
 from uptrain.train.stage import TrainStage
 
 
@@ -130,14 +132,6 @@ def test_read_answer_file(tmp_path):
         read_answer_file(tmp_path / "missing.jsonl")
 
 
-DOCS = {
-    "d1": "aspirin reduces the risk of heart attack",
-    "d2": "low dose aspirin and cardiovascular events",
-    "d3": "the eiffel tower is in paris",
-    "d4": "photosynthesis converts light into chemical energy",
-    "d5": "vitamin d deficiency and bone fractures",
-    "d6": "calcium intake in elderly women",
-}
 
 
 def test_soft_labels_reach_the_kl_loss():

@@ -8,16 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY, needs_data, run_cli
+from conftest import ANNOTATE_TINY, TINY, needs_data, run_cli
 
-ANNOTATE_TINY = [
-    "annotate.max_queries=4",
-    "annotate.batch_queries=2",
-    "annotator.window=4",
-    "annotator.max_passage_words=25",
-    "annotator.generation.max_new_tokens=16",
-    "pool.depth=5",
-]
 LLM_TEST_TINY = [
     "eval.llm_test.enabled=true",
     "eval.llm_test.queries=2",

@@ -16,16 +16,8 @@ from uptrain.sampling import PosAll, PosOne
 from uptrain.train.dataset import GroupDataset, LabelledQuery
 from uptrain.train.module import BiEncoderModule, GroupCollator
 
-DOCS = {
-    "d1": "aspirin reduces the risk of heart attack",
-    "d2": "low dose aspirin and cardiovascular events",
-    "d3": "the eiffel tower is in paris",
-    "d4": "photosynthesis converts light into chemical energy",
-    "d5": "vitamin d deficiency and bone fractures",
-    "d6": "calcium intake in elderly women",
-    "d7": "a history of the roman empire",
-    "d8": "neural networks learn representations",
-}
+from conftest import DOCS
+
 
 
 @pytest.fixture(scope="module")

@@ -39,12 +39,11 @@ from tqdm.auto import tqdm
 
 from uptrain.annotate.prompts import PromptRenderer
 from uptrain.annotate.quality import selection_quality
-from uptrain.annotate.shards import ShardWriter, read_shards
+from uptrain.annotate.shards import ShardWriter, collect, read_shards
+from uptrain.annotate.stage import backend_spec
 from uptrain.graph import Artifact, Stage
 
 log = logging.getLogger("uptrain")
-
-_RUNTIME_KEYS = {"device", "batch_size", "cache_dir", "gpu_memory_utilization", "tensor_parallel_size"}
 
 
 @dataclass
@@ -113,9 +112,8 @@ class ReplugStage(Stage[dict]):
         return {"kind": "file", "sha256": hashlib.sha256(data).hexdigest()}
 
     def spec(self) -> dict:
-        backend = {k: v for k, v in self.annotator["backend"].items() if k not in _RUNTIME_KEYS}
         return {
-            "backend": backend,
+            "backend": backend_spec(self.annotator),
             "prompts": self.renderer.fingerprint(),
             "max_passage_words": self.annotator.get("max_passage_words"),
             "answers": self._answer_source(),
@@ -180,14 +178,7 @@ class ReplugStage(Stage[dict]):
         self._publish(out, work, pool)
 
     def _publish(self, out: Path, work: Path, pool) -> None:
-        records = {r["query_id"]: r for r in read_shards(work / "shards")}
-        missing = [e.query_id for e in pool if e.query_id not in records]
-        if missing:
-            raise RuntimeError(f"REPLUG scoring incomplete: {len(missing)} queries missing, e.g. {missing[:3]}")
-        ordered = [records[e.query_id] for e in pool]
-        with open(out / "utilities.jsonl", "w", encoding="utf-8") as f:
-            for r in ordered:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        ordered = collect(work / "shards", [e.query_id for e in pool], "REPLUG scoring", out / "utilities.jsonl")
         labels = [UtilityLabels(r["query_id"], r["answer"], r["utilities"]) for r in ordered]
         human = {e.query_id: list(e.positives) for e in pool}
         # the top-1 passage by utility, judged against the human positives as the other steps are

@@ -61,3 +61,18 @@ def read_shards(directory: Path, repair: bool = True) -> Iterator[dict]:
         if repair and good_bytes < len(data):
             with open(shard, "r+b") as f:
                 f.truncate(good_bytes)
+
+
+def collect(directory: Path, query_ids: list[str], what: str, out: Path | None = None) -> list[dict]:
+    """The committed record of every query, in the given order (RuntimeError naming ``what`` if
+    one is missing); with ``out``, also written there as one JSONL file."""
+    records = {r["query_id"]: r for r in read_shards(directory)}
+    missing = [q for q in query_ids if q not in records]
+    if missing:
+        raise RuntimeError(f"{what} incomplete: {len(missing)} queries missing, e.g. {missing[:3]}")
+    ordered = [records[q] for q in query_ids]
+    if out is not None:
+        with open(out, "w", encoding="utf-8") as f:
+            for r in ordered:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return ordered

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from uptrain.annotate.backends.base import GenerationParams
 from uptrain.annotate.prompts import PromptRenderer
 from uptrain.annotate.quality import selection_quality, table1_markdown
-from uptrain.annotate.shards import ShardWriter, read_shards
+from uptrain.annotate.shards import ShardWriter, collect, read_shards
 from uptrain.annotate.steps import STEPS, AnnotationPipeline, QueryAnnotation
 from uptrain.graph import Artifact, Stage
 
@@ -37,6 +37,22 @@ log = logging.getLogger("uptrain")
 
 # backend arguments that change speed or placement, not outputs
 _RUNTIME_KEYS = {"device", "batch_size", "cache_dir", "gpu_memory_utilization", "tensor_parallel_size"}
+
+
+def backend_spec(annotator: dict) -> dict:
+    """The annotator backend's settings that determine its outputs (for cache keys)."""
+    return {k: v for k, v in annotator["backend"].items() if k not in _RUNTIME_KEYS}
+
+
+def annotator_spec(annotator: dict, renderer: PromptRenderer) -> dict:
+    """Everything about the annotator that determines its answers: model, decoding, prompts, windows."""
+    return {
+        "backend": backend_spec(annotator),
+        "generation": annotator.get("generation", {}),
+        "prompts": renderer.fingerprint(),
+        "window": annotator.get("window", 16),
+        "max_passage_words": annotator.get("max_passage_words"),
+    }
 SELECTION_STEPS = ("relsel", "utilsel", "utilrank")
 
 
@@ -69,13 +85,8 @@ class AnnotateStage(Stage[dict]):
         self.renderer = PromptRenderer(version=self.annotator.get("prompt_version", "v1"))
 
     def spec(self) -> dict:
-        backend = {k: v for k, v in self.annotator["backend"].items() if k not in _RUNTIME_KEYS}
         return {
-            "backend": backend,
-            "generation": self.annotator.get("generation", {}),
-            "prompts": self.renderer.fingerprint(),
-            "window": self.annotator.get("window", 16),
-            "max_passage_words": self.annotator.get("max_passage_words"),
+            **annotator_spec(self.annotator, self.renderer),
             "steps": self.steps,
             "utilrank_k": self.utilrank_k,
             "max_queries": self.max_queries,
@@ -130,14 +141,7 @@ class AnnotateStage(Stage[dict]):
         self._publish(out, work, pool, collection)
 
     def _publish(self, out: Path, work: Path, pool, collection) -> None:
-        records = {r["query_id"]: r for r in read_shards(work / "shards")}
-        missing = [e.query_id for e in pool if e.query_id not in records]
-        if missing:
-            raise RuntimeError(f"annotation incomplete: {len(missing)} queries missing, e.g. {missing[:3]}")
-        ordered = [records[e.query_id] for e in pool]
-        with open(out / "labels.jsonl", "w", encoding="utf-8") as f:
-            for r in ordered:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        ordered = collect(work / "shards", [e.query_id for e in pool], "annotation", out / "labels.jsonl")
         anns = [QueryAnnotation.from_dict({k: v for k, v in r.items() if k != "seconds"}) for r in ordered]
         human = {e.query_id: list(e.positives) for e in pool}
         quality = {}

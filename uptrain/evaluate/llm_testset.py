@@ -28,15 +28,14 @@ from tqdm.auto import tqdm
 from uptrain.annotate.backends.base import GenerationParams
 from uptrain.annotate.prompts import PromptRenderer
 from uptrain.annotate.quality import selection_quality
-from uptrain.annotate.shards import ShardWriter, read_shards
+from uptrain.annotate.shards import ShardWriter, collect, read_shards
+from uptrain.annotate.stage import annotator_spec
 from uptrain.annotate.steps import AnnotationPipeline, QueryAnnotation
 from uptrain.data.collection import Collection
 from uptrain.graph import Artifact, Stage
 from uptrain.labels.examples import stable_seed
 
 log = logging.getLogger("uptrain")
-
-_RUNTIME_KEYS = {"device", "batch_size", "cache_dir", "gpu_memory_utilization", "tensor_parallel_size"}
 
 
 def sample_queries(query_ids: Sequence[str], n: int | None, seed: int) -> list[str]:
@@ -91,11 +90,7 @@ class LLMTestSetStage(Stage[Collection]):
 
     def spec(self) -> dict:
         return {
-            "backend": {k: v for k, v in self.annotator["backend"].items() if k not in _RUNTIME_KEYS},
-            "generation": self.annotator.get("generation", {}),
-            "prompts": self.renderer.fingerprint(),
-            "window": self.annotator.get("window", 16),
-            "max_passage_words": self.annotator.get("max_passage_words"),
+            **annotator_spec(self.annotator, self.renderer),
             "systems": self.systems,
             "queries": self.queries,
             "depth": self.depth,
@@ -135,8 +130,7 @@ class LLMTestSetStage(Stage[Collection]):
             finally:
                 writer.close()
                 bar.close()
-        records = {r["query_id"]: QueryAnnotation.from_dict(r) for r in read_shards(shards)}
-        anns = [records[q] for q in chosen]
+        anns = [QueryAnnotation.from_dict(r) for r in collect(shards, chosen, "LLM test collection")]
         qrels = {a.query_id: {d: int(d in set(a.positives(self.label_step))) for d in a.candidates} for a in anns}
         pooled = {d for a in anns for d in a.candidates}
         llm = Collection(
