@@ -323,3 +323,28 @@ def test_measures_option():
         "in_domain/scifact_test/nDCG@10", "out_of_domain/cranfield/R@100", "out_of_domain/npl/R@100",
         "out_of_domain/average/R@100",
     ]
+
+
+def test_curriculum_series_keeps_curves_and_drops_ablations():
+    from uptrain.report.sweep import curriculum_series
+
+    def run(name, ratio, source):
+        return Run(Path(name), metrics(name, human_ratio=ratio, label_source=source), 0.0)
+
+    runs = [
+        run("human", 100.0, "human"),
+        run("utilsel", 0.0, "llm:utilsel"),
+        run("utilsel_infonce", 0.0, "llm:utilsel"),  # an ablation: same family and ratio, not on the curve
+        run("utilsel_cl20", 20.0, "llm:utilsel -> human 20%"),
+        run("utilsel_cl100", 100.0, "llm:utilsel -> human"),
+        run("replug_cl20", 20.0, "replug -> human 20%"),
+        run("interleave", 100.0, "human+llm:utilsel"),
+        run("relsel", 0.0, "llm:relsel"),  # no curriculum of its family: no curve
+        run("zeroshot", None, ""),
+    ]
+    series = curriculum_series(runs, runs[0], ["nDCG@10"])
+    assert {k: sorted(x for x, _ in v) for k, v in series.items()} == {
+        "utilsel": [0.0, 20.0, 100.0],
+        "replug": [20.0],
+        "utilsel interleave": [100.0],
+    }

@@ -316,16 +316,36 @@ def render(data: dict[str, Any]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def curriculum_series(runs: list[Run], baseline: Run | None, panels: list[str]) -> dict[str, list]:
+    """family -> [(human ratio %, measure -> in-domain value)] for the curriculum plot.
+
+    The curves: curriculum runs (phases joined by "->") per label family, each starting at 0%
+    from the single-phase run named after the family (utilsel, utilrank, replug); interleaving
+    mixes in one stage, so its runs ("+" in the label source) form their own series; the loss
+    and sampling ablations stay off the plot.
+    """
+    curriculum = [r for r in runs if r.human_ratio is not None and "->" in r.label_source]
+    families = {r.family for r in curriculum}
+    series: dict[str, list[tuple[float, dict[str, float | None]]]] = {}
+    for run in runs:
+        if run.human_ratio is None or run is baseline:
+            continue
+        mixed = "->" in run.label_source or "+" in run.label_source
+        if run in curriculum or (run.name in families and not mixed):
+            key = run.family
+        elif run.label_source.startswith("interleave") or "+" in run.label_source:
+            key = run.family + " interleave"
+        else:
+            continue
+        series.setdefault(key, []).append((run.human_ratio, {m: run.value("in_domain", m) for m in panels}))
+    return series
+
+
 def draw_plots(runs: list[Run], data: dict[str, Any], out: Path) -> None:
     by_name = {r.name: r for r in runs}
     baseline = by_name.get(data["baseline"] or "")
     panels = ["nDCG@10", "RR@10"]
-    series: dict[str, list[tuple[float, dict[str, float | None]]]] = {}
-    for run in runs:
-        if run.human_ratio is not None and run is not baseline:
-            # interleaving mixes in one stage: its own points, not a point on the curriculum curve
-            key = run.family + (" interleave" if run.label_source.startswith("interleave") else "")
-            series.setdefault(key, []).append((run.human_ratio, {m: run.value("in_domain", m) for m in panels}))
+    series = curriculum_series(runs, baseline, panels)
     notes, paths = {}, {}
     if series:
         base = (baseline.name, {m: baseline.value("in_domain", m) for m in panels}) if baseline else None
