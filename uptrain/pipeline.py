@@ -330,6 +330,11 @@ def run_experiment(
     log.info("stages: %d cache hits, %d built", hits, len(runner.records) - hits)
     if announce:
         print(console_table(results, measures, markers))
+        alpha = float(cfg.eval.get("alpha", 0.05))
+        if baseline is not None:
+            print(f"\n+/-: significantly better/worse than {baseline.name} (two-sided paired t-test, p < {alpha:g})")
+        if second_baseline is not None:
+            print(f"\u2020: significantly better than {second_baseline.name}")
         print(f"\nreport: {run_dir / 'report.md'}")
     else:
         log.info("report: %s", run_dir / "report.md")
