@@ -369,3 +369,17 @@ def test_loss_configs_instantiate(name, cls):
     assert type(loss) is cls and loss.name == name
     if cls is KLDivergence:
         assert loss.target_temperature == 1.0
+
+
+def test_kl_gradient_stays_finite_with_log_likelihood_scale_utilities():
+    """Utilities are answer log-likelihoods (hundreds apart); the masked columns must not put
+    inf * 0 = NaN into the gradient. Gradient = R - U over the row's valid columns, by hand."""
+    s = torch.tensor([[1.3767, 0.7913, -0.3731, -0.3920, 4.4714, 4.0280, 0.0498, 5.1206]], requires_grad=True)
+    inf = float("-inf")
+    u = torch.tensor([[inf, inf, inf, inf, -119.7431, -195.5844, -202.9641, -200.7612]])
+    KLDivergence()(s, u).backward()
+    assert torch.isfinite(s.grad).all()
+    r = torch.softmax(s.detach()[0, 4:], 0)
+    target = torch.softmax(u[0, 4:], 0)
+    assert torch.allclose(s.grad[0, 4:], r - target, atol=1e-6)
+    assert (s.grad[0, :4] == 0).all()

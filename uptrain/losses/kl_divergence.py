@@ -38,6 +38,8 @@ class KLDivergence(RankingLoss):
         u = (u / self.target_temperature).masked_fill(~valid, 0.0)
         log_u = u - masked_logsumexp(u, valid).unsqueeze(1)
         log_r = s.masked_fill(~valid, 0.0) - masked_logsumexp(s, valid).unsqueeze(1)
-        p_u = log_u.exp() * valid
+        # exp of -inf, not exp(x) * 0: a masked log_u can exceed float range (utilities are
+        # log-likelihoods in the hundreds), and inf * 0 would put NaN into the gradient
+        p_u = log_u.masked_fill(~valid, float("-inf")).exp()
         kl = (p_u * (log_u - log_r)).masked_fill(~valid, 0.0).sum(1)
         return kl.mean()

@@ -82,6 +82,7 @@ class BaseModelStage(Stage[BiEncoder]):
 
 class TrainStage(Stage[BiEncoder]):
     name = "train"
+    version = 2  # 2: soft labels (REPLUG) and the KL loss's finite gradient for far-apart utilities
 
     def __init__(
         self,
