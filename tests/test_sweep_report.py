@@ -303,6 +303,13 @@ def test_findings_statuses():
     runs = {"utilsel_cl100": run_of("utilsel_cl100", {"scifact_test": [-0.01] * N_IN}), "interleave": run_of("interleave")}
     assert findings.curriculum_over_interleave(runs)[0] == "does not hold"
     assert findings.curriculum_over_interleave({"interleave": runs["interleave"]}) == ("not run", "missing runs: utilsel_cl100")
+    # above on average, but by noise a paired t-test cannot tell from chance
+    noisy = {"utilsel_cl100": run_of("utilsel_cl100", {"scifact_test": [0.005 + d for d in noise]}), "interleave": run_of("interleave")}
+    status, evidence = findings.curriculum_over_interleave(noisy)
+    assert status == "holds, not significant" and "p = " in evidence
+    steady = {"utilsel_cl100": run_of("utilsel_cl100", {"scifact_test": [0.01 + 0.001 * (i % 3) for i in range(N_IN)]}),
+              "interleave": run_of("interleave")}
+    assert findings.curriculum_over_interleave(steady)[0] == "holds"
 
     lower = {c: [-0.01] * N_OUT for c in ("cranfield", "npl")} | {"scifact_test": [-0.01] * N_IN}
     losses = {"utilsel": run_of("utilsel"), "utilsel_infonce": run_of("utilsel_infonce", lower),

@@ -37,6 +37,7 @@ from uptrain.evaluate.significance import paired_ttest
 from uptrain.report.markdown import _md_table
 
 HOLDS, FAILS, NOT_RUN = "holds", "does not hold", "not run"
+HOLDS_NS = "holds, not significant"  # the right direction, but a paired t-test cannot tell it from chance
 ALPHA = 0.05
 CLOSE = 0.01  # "close to human": at most this far below, absolute nDCG@10
 IN, OUT = "in_domain", "out_of_domain"
@@ -76,21 +77,30 @@ def _ttest_text(a: Results, b: Results, group: str, measure: str) -> str:
     return f" (paired t-test p = {paired_ttest(pa, pb).p:.3g})" if pa and pb else ""
 
 
-def _above(runs: Mapping[str, Results], a: str, b: str, group: str, measure: str = NDCG) -> tuple[bool | None, str]:
-    """Is a's mean above b's? With the numbers, and the p-value where per-query values exist."""
+def _above(runs: Mapping[str, Results], a: str, b: str, group: str, measure: str = NDCG) -> tuple:
+    """Is a's mean above b's? (ok, text with the numbers and the p-value, significant or None
+    when there are no per-query values to test)."""
     va, vb = runs[a].value(group, measure), runs[b].value(group, measure)
     where = f"{WHERE.get(group, group)} {measure}"
     if va is None or vb is None:
-        return None, f"{where}: not evaluated"
-    return va > vb, f"{where}: {a} {va:.3f} vs {b} {vb:.3f}{_ttest_text(runs[a], runs[b], group, measure)}"
+        return None, f"{where}: not evaluated", None
+    pa, pb = runs[a].per_query(group, measure), runs[b].per_query(group, measure)
+    significant = paired_ttest(pa, pb).p < ALPHA if pa and pb else None
+    return va > vb, f"{where}: {a} {va:.3f} vs {b} {vb:.3f}{_ttest_text(runs[a], runs[b], group, measure)}", significant
 
 
-def _verdict(checks: list[tuple[bool | None, str]]) -> Verdict:
-    known = [ok for ok, _ in checks if ok is not None]
-    text = "; ".join(t for _, t in checks)
+def _verdict(checks: list[tuple]) -> Verdict:
+    """``holds`` when every evaluated comparison goes the finding's way and, where it can be
+    tested, significantly so; ``holds, not significant`` when the direction is right but a
+    paired t-test cannot tell it from chance."""
+    known = [c for c in checks if c[0] is not None]
+    text = "; ".join(c[1] for c in checks)
     if not known:
         return NOT_RUN, text
-    return (HOLDS if all(known) else FAILS), text
+    if not all(c[0] for c in known):
+        return FAILS, text
+    tested = [c[2] for c in known if len(c) > 2 and c[2] is not None]
+    return (HOLDS_NS if tested and not all(tested) else HOLDS), text
 
 
 def _significantly_worse(a: Results, b: Results, group: str, measure: str) -> tuple[bool, str]:
