@@ -45,9 +45,11 @@ def _root_cause(exc: BaseException) -> BaseException:
     return seen
 
 
-def _baseline_overrides(name: str) -> list[str]:
-    """The overrides that fix the data and scale of this run, applied to the baseline experiment."""
+def _baseline_overrides(name: str, same_ratio: bool = False) -> list[str]:
+    """The overrides that fix the data and scale of this run, applied to the baseline experiment;
+    with ``same_ratio`` also the share of human labels (the paper's REPLUG at the same ratio)."""
     keep = ("profile=", "data", "eval", "model", "seed=", "cache_dir=", "pool", "annotate", "annotator")
+    keep += ("labels.human_ratio=",) if same_ratio else ()
     task = HydraConfig.get().overrides.task
     carried = [o for o in task if o.lstrip("+~").startswith(keep) and not o.startswith(("eval.baseline", "eval.second_baseline"))]
     return [f"+exp={name}", "eval.baseline=null", "eval.second_baseline=null", *carried]
@@ -85,7 +87,8 @@ def run(cfg: DictConfig) -> float | None:
         name = cfg.eval.get(key)
         if name:
             log.info("%s: composing +exp=%s for the significance tests", key.replace("_", " "), name)
-            base_cfg = hydra.compose(config_name="config", overrides=_baseline_overrides(name))
+            overrides = _baseline_overrides(name, same_ratio=key == "second_baseline")
+            base_cfg = hydra.compose(config_name="config", overrides=overrides)
             baselines[key] = run_experiment(base_cfg, run_dir / f"baseline_{name}", announce=False,
                                             llm_test_runs=llm_runs)
     result = run_experiment(cfg, run_dir, baseline=baselines.get("baseline"),
