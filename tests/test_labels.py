@@ -190,3 +190,16 @@ def test_llm_test_pooling_and_sampling():
     assert s == sample_queries(list(reversed(ids)), 10, seed=0)
     assert s[:5] == sample_queries(ids, 5, seed=0)  # a smaller sample is a prefix of a larger one
     assert sample_queries(ids, None, seed=0) == sample_queries(ids, 500, seed=0) and len(sample_queries(ids, None, 0)) == 50
+
+
+def test_second_baseline_runs_at_the_same_human_ratio(monkeypatch):
+    from types import SimpleNamespace
+
+    from uptrain import cli
+
+    task = ["+exp=utilsel_cl20", "labels.human_ratio=50", "profile=smoke", "eval.second_baseline=x", "train.lr=1e-5"]
+    monkeypatch.setattr(cli.HydraConfig, "get", staticmethod(lambda: SimpleNamespace(overrides=SimpleNamespace(task=task))))
+    base = ["+exp=replug_cl20", "eval.baseline=null", "eval.second_baseline=null"]
+    assert cli._baseline_overrides("replug_cl20", same_ratio=True) == [*base, "labels.human_ratio=50", "profile=smoke"]
+    # the first baseline (human, all its labels) keeps its own ratio; training settings never carry
+    assert cli._baseline_overrides("replug_cl20") == [*base, "profile=smoke"]
