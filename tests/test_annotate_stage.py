@@ -118,3 +118,18 @@ def test_killed_annotation_resumes_with_identical_labels(cli_env, tmp_path):
     clean = (_annotate_dir(tmp_path / "clean_cache") / "labels.jsonl").read_text().splitlines()
     strip = lambda rows: [{k: v for k, v in json.loads(r).items() if k != "seconds"} for r in rows]  # noqa: E731
     assert strip(labels) == strip(clean)
+
+
+def test_pending_and_collect_resume_from_committed_records(tmp_path):
+    from uptrain.annotate.shards import collect, pending
+
+    w = ShardWriter(tmp_path, records_per_shard=2)
+    for q in ("b", "x", "a"):  # "x" belongs to no current query list
+        w.append({"query_id": q, "v": q.upper()})
+    w.close()
+    assert pending(tmp_path, ["a", "b", "c", "d"], "test") == ["c", "d"]
+    with pytest.raises(RuntimeError, match=r"test incomplete: 2 queries missing, e.g. \['c', 'd'\]"):
+        collect(tmp_path, ["a", "b", "c", "d"], "test")
+    out = tmp_path / "all.jsonl"
+    assert [r["v"] for r in collect(tmp_path, ["a", "b"], "test", out)] == ["A", "B"]  # the given order
+    assert [json.loads(x)["query_id"] for x in out.read_text().splitlines()] == ["a", "b"]

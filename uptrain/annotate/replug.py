@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from uptrain.annotate.prompts import PromptRenderer
 from uptrain.annotate.quality import selection_quality
-from uptrain.annotate.shards import ShardWriter, collect, read_shards
+from uptrain.annotate.shards import ShardWriter, collect, pending
 from uptrain.annotate.stage import backend_spec
 from uptrain.graph import Artifact, Stage
 
@@ -134,15 +134,13 @@ class ReplugStage(Stage[dict]):
             raise ValueError("the pool is empty: no training query to score")
         answers = self._answers(inputs)
         shards = work / "shards"
-        done = {r["query_id"] for r in read_shards(shards)}
-        todo = [e for e in pool if e.query_id not in done]
-        if done:
-            log.info("[replug] resuming: %d of %d queries already scored", len(done), len(pool))
+        left = set(pending(shards, [e.query_id for e in pool], "replug"))
+        todo = [e for e in pool if e.query_id in left]
         if todo:
             backend = instantiate(self.annotator["backend"])
             writer = ShardWriter(shards)
             words = self.annotator.get("max_passage_words")
-            bar = tqdm(total=len(pool), initial=len(done), unit="q", desc="replug", dynamic_ncols=True)
+            bar = tqdm(total=len(pool), initial=len(pool) - len(todo), unit="q", desc="replug", dynamic_ncols=True)
             try:
                 for start in range(0, len(todo), self.batch_queries):
                     batch = todo[start : start + self.batch_queries]

@@ -8,9 +8,12 @@ the file to the last complete line), so the next run redoes only that query.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Iterator
+
+log = logging.getLogger("uptrain")
 
 
 class ShardWriter:
@@ -76,3 +79,11 @@ def collect(directory: Path, query_ids: list[str], what: str, out: Path | None =
             for r in ordered:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
     return ordered
+
+
+def pending(directory: Path, query_ids: list[str], what: str) -> list[str]:
+    """The query ids not yet committed to the shards, in order; says so when resuming."""
+    done = {r["query_id"] for r in read_shards(directory)}
+    if done:
+        log.info("[%s] resuming: %d of %d queries already done", what, len(done & set(query_ids)), len(query_ids))
+    return [q for q in query_ids if q not in done]

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from uptrain.annotate.backends.base import GenerationParams
 from uptrain.annotate.prompts import PromptRenderer
 from uptrain.annotate.quality import selection_quality, table1_markdown
-from uptrain.annotate.shards import ShardWriter, collect, read_shards
+from uptrain.annotate.shards import ShardWriter, collect, pending
 from uptrain.annotate.steps import STEPS, AnnotationPipeline, QueryAnnotation
 from uptrain.graph import Artifact, Stage
 
@@ -112,14 +112,12 @@ class AnnotateStage(Stage[dict]):
         if not pool:
             raise ValueError("the pool is empty: no training query to annotate")
         shards = work / "shards"
-        done = {r["query_id"] for r in read_shards(shards)}
-        todo = [e for e in pool if e.query_id not in done]
-        if done:
-            log.info("[annotate] resuming: %d of %d queries already annotated", len(done), len(pool))
+        left = set(pending(shards, [e.query_id for e in pool], "annotate"))
+        todo = [e for e in pool if e.query_id in left]
         if todo:
             pipeline = self._pipeline()
             writer = ShardWriter(shards)
-            bar = tqdm(total=len(pool), initial=len(done), unit="q", desc="annotate", dynamic_ncols=True)
+            bar = tqdm(total=len(pool), initial=len(pool) - len(todo), unit="q", desc="annotate", dynamic_ncols=True)
             tokens, t0 = 0, time.time()
             try:
                 for start in range(0, len(todo), self.batch_queries):

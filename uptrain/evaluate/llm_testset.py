@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from uptrain.annotate.backends.base import GenerationParams
 from uptrain.annotate.prompts import PromptRenderer
 from uptrain.annotate.quality import selection_quality
-from uptrain.annotate.shards import ShardWriter, collect, read_shards
+from uptrain.annotate.shards import ShardWriter, collect, pending
 from uptrain.annotate.stage import annotator_spec
 from uptrain.annotate.steps import AnnotationPipeline, QueryAnnotation
 from uptrain.data.collection import Collection
@@ -106,10 +106,7 @@ class LLMTestSetStage(Stage[Collection]):
         if not chosen:
             raise ValueError(f"{collection.name} has no judged query to sample for the LLM test collection")
         shards = work / "shards"
-        done = {r["query_id"] for r in read_shards(shards)}
-        todo = [q for q in chosen if q not in done]
-        if done:
-            log.info("[llm_test] resuming: %d of %d queries already judged", len(done), len(chosen))
+        todo = pending(shards, chosen, "llm_test")
         if todo:
             backend = instantiate(self.annotator["backend"])
             pipeline = AnnotationPipeline(
@@ -118,7 +115,7 @@ class LLMTestSetStage(Stage[Collection]):
                 max_passage_words=self.annotator.get("max_passage_words"),
             )
             writer = ShardWriter(shards)
-            bar = tqdm(total=len(chosen), initial=len(done), unit="q", desc="llm test collection", dynamic_ncols=True)
+            bar = tqdm(total=len(chosen), initial=len(chosen) - len(todo), unit="q", desc="llm test collection", dynamic_ncols=True)
             try:
                 for start in range(0, len(todo), self.batch_queries):
                     items = [QueryAnnotation(q, collection.queries[q], pool_runs(runs, q, self.depth))

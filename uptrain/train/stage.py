@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
