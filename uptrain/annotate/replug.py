@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from uptrain.annotate.prompts import PromptRenderer
 from uptrain.annotate.quality import selection_quality
 from uptrain.annotate.shards import ShardWriter, collect, pending
-from uptrain.annotate.stage import backend_spec
+from uptrain.annotate.stage import annotated_pool, backend_spec
 from uptrain.graph import Artifact, Stage
 
 log = logging.getLogger("uptrain")
@@ -127,11 +127,7 @@ class ReplugStage(Stage[dict]):
 
     def build(self, out: Path, work: Path, inputs: Mapping[str, Artifact]) -> None:
         collection = inputs["data"].value
-        pool = inputs["pool"].value
-        if self.max_queries:
-            pool = pool[: self.max_queries]
-        if not pool:
-            raise ValueError("the pool is empty: no training query to score")
+        pool = annotated_pool(inputs["pool"].value, self.max_queries, "score")
         answers = self._answers(inputs)
         shards = work / "shards"
         left = set(pending(shards, [e.query_id for e in pool], "replug"))

@@ -44,6 +44,14 @@ def backend_spec(annotator: dict) -> dict:
     return {k: v for k, v in annotator["backend"].items() if k not in _RUNTIME_KEYS}
 
 
+def annotated_pool(pool: list, max_queries: int | None, action: str) -> list:
+    """The first ``max_queries`` pool entries (all when None): the queries the LLM labels."""
+    pool = pool[:max_queries] if max_queries else pool
+    if not pool:
+        raise ValueError(f"the pool is empty: no training query to {action}")
+    return pool
+
+
 def annotator_spec(annotator: dict, renderer: PromptRenderer) -> dict:
     """Everything about the annotator that determines its answers: model, decoding, prompts, windows."""
     return {
@@ -106,11 +114,7 @@ class AnnotateStage(Stage[dict]):
 
     def build(self, out: Path, work: Path, inputs: Mapping[str, Artifact]) -> None:
         collection = inputs["data"].value
-        pool = inputs["pool"].value
-        if self.max_queries:
-            pool = pool[: self.max_queries]
-        if not pool:
-            raise ValueError("the pool is empty: no training query to annotate")
+        pool = annotated_pool(inputs["pool"].value, self.max_queries, "annotate")
         shards = work / "shards"
         left = set(pending(shards, [e.query_id for e in pool], "annotate"))
         todo = [e for e in pool if e.query_id in left]
