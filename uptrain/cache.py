@@ -36,6 +36,36 @@ def default_cache_dir() -> Path:
     return Path("~/.cache/uptrain").expanduser()
 
 
+_digest_memo: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file's bytes, memoized by (path, size, mtime): model weights are large and
+    hashed once per process. A missing file is an error, never the hash of nothing."""
+    path = Path(path)
+    st = path.stat()  # FileNotFoundError for a missing file
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if memo not in _digest_memo:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _digest_memo[memo] = digest.hexdigest()
+    return _digest_memo[memo]
+
+
+def dir_digest(path: str | Path, suffixes: tuple[str, ...] | None = None) -> str:
+    """sha256 over the relative names and contents of a directory's files (optionally only
+    those with the given suffixes), so a changed local model directory changes its key."""
+    root = Path(path)
+    digest = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        if suffixes and not f.name.endswith(suffixes):
+            continue
+        digest.update(str(f.relative_to(root)).encode() + b"\0" + file_digest(f).encode())
+    return digest.hexdigest()
+
+
 def canonical_json(obj: Any) -> str:
     """JSON with sorted keys and no whitespace: the same config gives the same bytes."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)

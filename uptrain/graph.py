@@ -29,12 +29,19 @@ class Artifact(Generic[T]):
 
     _UNSET = object()
 
-    def __init__(self, stage: str, key: str, path: Path, loader: Callable[[Path], T]):
+    def __init__(self, stage: str, key: str, path: Path, loader: Callable[[Path], T],
+                 facets: Mapping[str, str] | None = None):
         self.stage = stage
         self.key = key
         self.path = Path(path)
         self._loader = loader
         self._value: Any = self._UNSET
+        # keys of parts of the artifact (e.g. a model's passage side), for consumers that read only a part
+        self.facets = dict(facets or {})
+
+    def facet_key(self, facet: str | None) -> str:
+        """The key of one facet; the whole artifact's key when the artifact has no such facet."""
+        return self.facets.get(facet, self.key) if facet else self.key
 
     @property
     def value(self) -> T:
@@ -57,6 +64,17 @@ class Stage(ABC, Generic[T]):
     name: ClassVar[str]
     inputs: ClassVar[tuple[str, ...]] = ()
     version: ClassVar[int] = 1
+    #: input name -> the facet of that input this stage reads (its key replaces the input's key)
+    input_facets: ClassVar[Mapping[str, str]] = {}
+
+    def facets(self) -> dict[str, dict]:
+        """Parts of the artifact that consumers may key on alone: facet name -> the part of
+        the spec that determines it (e.g. a shipped encoder's passage side leaves out its
+        query length). The facet key also covers the stage's name, version and inputs."""
+        return {}
+
+    def validate(self) -> None:
+        """Check the configuration before anything slow runs; raise a UserError that says what to fix."""
 
     @abstractmethod
     def spec(self) -> dict:
@@ -109,9 +127,15 @@ class Runner:
             "stage": stage.name,
             "version": stage.version,
             "spec": stage.spec(),
-            "inputs": {k: inputs[k].key for k in sorted(stage.inputs)},
+            "inputs": {k: inputs[k].facet_key(stage.input_facets.get(k)) for k in sorted(stage.inputs)},
         }
         return spec_hash(full), full
+
+    @staticmethod
+    def facet_keys(stage: Stage, full: dict) -> dict[str, str]:
+        return {
+            name: spec_hash({**full, "spec": part, "facet": name}) for name, part in stage.facets().items()
+        }
 
     def run(self, stage: Stage[T], inputs: Mapping[str, Artifact] | None = None, label: str | None = None) -> Artifact[T]:
         inputs = dict(inputs or {})
@@ -128,7 +152,7 @@ class Runner:
         log.info("[stage %s] cache %s %s/%s (%.1fs)", label, status, stage.name, key, seconds)
         self._link(label, entry.path)
         self.records.append(StageRecord(stage.name, label, key, status, seconds, str(entry.path)))
-        return Artifact(stage.name, key, entry.path, stage.load)
+        return Artifact(stage.name, key, entry.path, stage.load, facets=self.facet_keys(stage, full))
 
     def _link(self, label: str, target: Path) -> None:
         # the run directory points at the cached artifacts instead of copying them
