@@ -29,12 +29,15 @@ def config_dir() -> str:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from hydra.errors import MissingConfigException
+
     from uptrain.data import DatasetUnavailableError
-    from uptrain.labels import LabelConfigError
+    from uptrain.errors import UserError
     from uptrain.model.backbone import ModelUnavailableError
     from uptrain.train.stage import TrainingInterrupted
 
-    return (DatasetUnavailableError, LabelConfigError, ModelUnavailableError, TrainingInterrupted, MissingMandatoryValue)
+    return (UserError, DatasetUnavailableError, ModelUnavailableError, TrainingInterrupted, MissingMandatoryValue,
+            MissingConfigException)
 
 
 def _root_cause(exc: BaseException) -> BaseException:
@@ -48,31 +51,34 @@ def _root_cause(exc: BaseException) -> BaseException:
 def _baseline_overrides(name: str, same_ratio: bool = False) -> list[str]:
     """The overrides that fix the data and scale of this run, applied to the baseline experiment;
     with ``same_ratio`` also the share of human labels (the paper's REPLUG at the same ratio)."""
-    keep = ("profile=", "data", "eval", "model", "seed=", "cache_dir=", "pool", "annotate", "annotator")
+    # everything but the labels and how they are trained on: the markers then measure label effects only
+    keep = ("profile=", "data", "eval", "model", "seed=", "cache_dir=", "pool", "annotate", "annotator",
+            "index", "trainer", "train.", "train=", "rerank")
     keep += ("labels.human_ratio=",) if same_ratio else ()
     task = HydraConfig.get().overrides.task
     carried = [o for o in task if o.lstrip("+~").startswith(keep) and not o.startswith(("eval.baseline", "eval.second_baseline"))]
     return [f"+exp={name}", "eval.baseline=null", "eval.second_baseline=null", *carried]
 
 
-def llm_test_runs(cfg: DictConfig, run_dir: Path) -> dict | None:
-    """The pooled systems' runs for the LLM test collection, when eval.llm_test is enabled."""
-    from uptrain.pipeline import system_run
+def _compose(name: str, role: str, same_ratio: bool = False) -> DictConfig:
+    """The config of experiment ``name`` with this run's data and scale, checked (nothing runs)."""
+    from uptrain.pipeline import validate
 
-    llm = cfg.eval.get("llm_test")
-    if llm is None or not llm.get("enabled"):
-        return None
-    runs = {}
-    for name in llm.systems:
-        log.info("llm test collection: the run of +exp=%s on %s", name, llm.collection)
-        sys_cfg = hydra.compose(config_name="config", overrides=_baseline_overrides(name))
-        runs[name] = system_run(sys_cfg, run_dir / "llm_test_systems" / name, llm.collection)
-    return runs
+    known = sorted(p.stem for p in (Path(config_dir()) / "exp").glob("*.yaml"))
+    try:
+        cfg = hydra.compose(config_name="config", overrides=_baseline_overrides(name, same_ratio=same_ratio))
+    except Exception as exc:  # noqa: BLE001 - hydra raises several kinds for an unknown experiment
+        from uptrain.errors import ConfigError
+
+        raise ConfigError(f"{role} names the experiment '{name}', which cannot be composed ({exc}); "
+                          f"known experiments: {', '.join(known)}") from None
+    validate(cfg)
+    return cfg
 
 
 def run(cfg: DictConfig) -> float | None:
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
-    from uptrain.pipeline import run_experiment
+    from uptrain.pipeline import run_experiment, system_run, validate
 
     if OmegaConf.is_missing(cfg, "name"):
         known = sorted(p.stem for p in (Path(config_dir()) / "exp").glob("*.yaml"))
@@ -81,18 +87,29 @@ def run(cfg: DictConfig) -> float | None:
             f"{', '.join(known)} (see `uptrain --help` for the config groups)"
         )
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    llm_runs = llm_test_runs(cfg, run_dir)
+    # every experiment this run needs is composed and checked before anything slow runs
+    validate(cfg)
+    baseline_cfgs = {
+        key: _compose(cfg.eval.get(key), f"eval.{key}", same_ratio=key == "second_baseline")
+        for key in ("baseline", "second_baseline") if cfg.eval.get(key)
+    }
+    llm = cfg.eval.get("llm_test")
+    system_cfgs = ({s: _compose(s, "eval.llm_test.systems") for s in llm.systems}
+                   if llm is not None and llm.get("enabled") else {})
+    llm_runs = None
+    if system_cfgs:
+        llm_runs = {}
+        for name, sys_cfg in system_cfgs.items():
+            log.info("llm test collection: the run of +exp=%s on %s", name, llm.collection)
+            llm_runs[name] = system_run(sys_cfg, run_dir / "llm_test_systems" / name, llm.collection)
     baselines = {}
-    for key in ("baseline", "second_baseline"):
-        name = cfg.eval.get(key)
-        if name:
-            log.info("%s: composing +exp=%s for the significance tests", key.replace("_", " "), name)
-            overrides = _baseline_overrides(name, same_ratio=key == "second_baseline")
-            base_cfg = hydra.compose(config_name="config", overrides=overrides)
-            baselines[key] = run_experiment(base_cfg, run_dir / f"baseline_{name}", announce=False,
-                                            llm_test_runs=llm_runs)
+    for key, base_cfg in baseline_cfgs.items():
+        log.info("%s: +exp=%s for the significance tests", key.replace("_", " "), base_cfg.name)
+        baselines[key] = run_experiment(base_cfg, run_dir / f"baseline_{base_cfg.name}", announce=False,
+                                        llm_test_runs=llm_runs)
     result = run_experiment(cfg, run_dir, baseline=baselines.get("baseline"),
-                            second_baseline=baselines.get("second_baseline"), llm_test_runs=llm_runs)
+                            second_baseline=baselines.get("second_baseline"), llm_test_runs=llm_runs,
+                            overrides=list(HydraConfig.get().overrides.task))
     # the in-domain nDCG@10 is returned so Hydra sweepers can optimise it
     first = next(iter(result.results.values()), {})
     target = next(iter(first.values()), None)

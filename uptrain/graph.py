@@ -76,6 +76,10 @@ class Stage(ABC, Generic[T]):
     def validate(self) -> None:
         """Check the configuration before anything slow runs; raise a UserError that says what to fix."""
 
+    def report(self, artifact: "Artifact") -> dict[str, str]:
+        """This stage's sections of the run report (title -> Markdown), read from its artifact."""
+        return {}
+
     @abstractmethod
     def spec(self) -> dict:
         """Exactly the configuration that determines this stage's artifact."""
@@ -118,6 +122,7 @@ class Runner:
     cache: ArtifactCache
     run_dir: Path
     records: list[StageRecord] = field(default_factory=list)
+    built: list[tuple[Stage, Artifact]] = field(default_factory=list)  # every stage run, with its artifact
 
     def key(self, stage: Stage, inputs: Mapping[str, Artifact]) -> tuple[str, dict]:
         missing = set(stage.inputs) - set(inputs)
@@ -152,7 +157,9 @@ class Runner:
         log.info("[stage %s] cache %s %s/%s (%.1fs)", label, status, stage.name, key, seconds)
         self._link(label, entry.path)
         self.records.append(StageRecord(stage.name, label, key, status, seconds, str(entry.path)))
-        return Artifact(stage.name, key, entry.path, stage.load, facets=self.facet_keys(stage, full))
+        artifact = Artifact(stage.name, key, entry.path, stage.load, facets=self.facet_keys(stage, full))
+        self.built.append((stage, artifact))
+        return artifact
 
     def _link(self, label: str, target: Path) -> None:
         # the run directory points at the cached artifacts instead of copying them

@@ -1,17 +1,19 @@
-"""Wires one experiment's run graph from its composed config and runs it.
+"""Composes one experiment's run graph from its config and runs it.
 
-data -> pool -> model -> train (0..n phases) -> index -> retrieve -> evaluate -> report
+data -> [pool -> label inputs] -> model -> train (0..n phases) -> evaluation paths -> report
 
-Every stage goes through the artifact cache, so a sweep reuses everything
-upstream of the parameter it varies. The run directory receives links to the
-artifacts, the run files, ``metrics.json``, the resolved config and ``report.md``.
+The orchestrator knows no stage's internals: label sources say which artifacts they read
+and registered producers build them (:mod:`uptrain.labels.producers`); the ranking plan
+says how collections are ranked (dense or lexical first stage, optional reranking); the
+evaluation paths (``eval.paths``) produce results and their own report sections; every
+built stage may contribute a report section (``Stage.report``). Every configured value
+is checked (:func:`validate`) before the first slow stage runs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,20 +21,17 @@ from typing import Any, Mapping
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from uptrain.annotate.replug import ReplugStage
-from uptrain.annotate.stage import AnnotateStage
 from uptrain.cache import ArtifactCache, write_atomic
 from uptrain.data.stage import DataStage
-from uptrain.evaluate.llm_testset import LLMTestSetStage
+from uptrain.errors import ConfigError
 from uptrain.evaluate.metrics import EvalResult
+from uptrain.evaluate.paths import EvalContext, EvalPath, PathResult, RankingPlan, configured_paths, plan_ranking
+from uptrain.evaluate.segments import Segmentation, segment_results
 from uptrain.evaluate.significance import compare
-from uptrain.evaluate.stage import EvaluateStage
 from uptrain.graph import Artifact, Runner
-from uptrain.index.stage import IndexStage
-from uptrain.labels import required_inputs
-from uptrain.pool.stage import PoolStage
+from uptrain.labels import BuildContext, describe, input_requests, spec_key, uses_human
+from uptrain.labels.producers import plan_inputs
 from uptrain.report.markdown import console_table, render_report
-from uptrain.retrieve.stage import RUN_FILE, RetrieveStage
 from uptrain.train.stage import BaseModelStage, TrainStage
 
 log = logging.getLogger("uptrain")
@@ -45,6 +44,18 @@ class ExperimentResult:
     results: dict[str, dict[str, EvalResult]]  # group -> collection -> result
     stages: list[dict]
     measures: list[str]
+    segments: dict | None = None  # group -> collection -> segment -> result
+
+
+@dataclass
+class Plan:
+    """Everything configured and checked before anything runs."""
+
+    cfg: DictConfig
+    ranking: RankingPlan
+    phases: list[TrainStage]
+    paths: list[EvalPath]
+    segmentations: dict[str, Segmentation]
 
 
 def make_logger_factory(cfg: DictConfig, run_dir: Path):
@@ -63,21 +74,18 @@ def _merged(base: DictConfig, override) -> DictConfig:
     return OmegaConf.merge(base, override) if override else base
 
 
-def build_model(runner: Runner, cfg: DictConfig, train_data: Artifact | None, logger_factory) -> Artifact:
-    """The encoder, then each training phase warm-started from the one before.
+def _phase_labels(phase) -> Any:
+    labels = phase.get("labels", "human")
+    return OmegaConf.to_container(labels, resolve=True) if OmegaConf.is_config(labels) else labels
 
-    The pool, the LLM annotation and the REPLUG scores are built only when a phase's
-    labels need them, and each is one cached node shared by every phase and run that does.
-    """
-    model = runner.run(BaseModelStage(cfg.model), label="model")
-    phases = cfg.get("phases") or []
-    if not phases:
-        return model
-    assert train_data is not None
-    pool = runner.run(PoolStage(instantiate(cfg.pool.retriever), cfg.pool.depth, cfg.pool.seed), {"data": train_data})
-    # every phase is configured (and checked) before anything slow is built
-    stages = [
-        TrainStage(
+
+def plan_phases(cfg: DictConfig, logger_factory=None) -> list[TrainStage]:
+    """One TrainStage per configured phase (each checks its labels and loss on construction)."""
+    stages = []
+    for phase in cfg.get("phases") or []:
+        if not phase.get("name"):
+            raise ConfigError(f"every training phase needs a name, got {OmegaConf.to_container(phase)}")
+        stages.append(TrainStage(
             phase=phase.name,
             loss_cfg=phase.get("loss") or cfg.loss,
             sampling_cfg=phase.get("sampling") or cfg.sampling,
@@ -85,26 +93,66 @@ def build_model(runner: Runner, cfg: DictConfig, train_data: Artifact | None, lo
             hparams=_merged(cfg.train, phase.get("train")),
             seed=cfg.seed,
             logger_factory=logger_factory,
-            labels=phase.get("labels", "human"),
+            labels=spec_key(_phase_labels(phase)),
             human_ratio=phase.get("human_ratio", 100),
-        )
-        for phase in phases
-    ]
-    needed = {name for stage in stages for name in required_inputs(stage.labels)}
-    side: dict[str, Artifact] = {}
-    annotate = OmegaConf.to_container(cfg.annotate, resolve=True)
-    replug_answers = cfg.labels.get("replug_answers", "pseudo")
-    if "annotations" in needed or ("replug" in needed and replug_answers == "pseudo"):
-        side["annotations"] = runner.run(
-            AnnotateStage(cfg.annotator, **annotate), {"data": train_data, "pool": pool}, label="annotate"
-        )
-    if "replug" in needed:
-        replug = ReplugStage(cfg.annotator, answers=replug_answers, max_queries=annotate.get("max_queries"),
-                             batch_queries=annotate.get("batch_queries", 4))
-        deps = {"data": train_data, "pool": pool, **{k: side[k] for k in replug.inputs if k in side}}
-        side["replug"] = runner.run(replug, deps, label="replug")
-    for stage in stages:
-        deps = {"data": train_data, "pool": pool, "init": model, **{k: side[k] for k in required_inputs(stage.labels)}}
+        ))
+    return stages
+
+
+def _segmentations(cfg: DictConfig) -> dict[str, Segmentation]:
+    out = {}
+    for name, node in (cfg.eval.get("segments") or {}).items():
+        if node is None:
+            continue
+        try:
+            seg = instantiate(node)
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - hydra wraps import and constructor errors
+            cause = exc.__cause__ if isinstance(exc.__cause__, ConfigError) else None
+            if cause is not None:
+                raise cause from None
+            raise ConfigError(f"eval.segments.{name}: cannot instantiate {OmegaConf.to_container(node)} ({exc})") from None
+        if not isinstance(seg, Segmentation):
+            raise ConfigError(f"eval.segments.{name}: {type(seg).__name__} is not a uptrain.evaluate.segments.Segmentation")
+        out[str(name)] = seg
+    return out
+
+
+def validate(cfg: DictConfig, logger_factory=None) -> Plan:
+    """Configure every stage of the experiment and check every value, without running anything.
+
+    Raises :class:`uptrain.errors.UserError` (one paragraph, exit 2 from the CLI) for
+    settings that cannot work: unknown measures or collections, label specs, losses,
+    producers' settings, a lexical index with training phases, a model family that
+    cannot retrieve without reranking, bad segment or path configs.
+    """
+    ranking = plan_ranking(cfg)
+    phases = plan_phases(cfg, logger_factory)
+    for stage in phases:
+        stage.validate()
+        for producer_stage in plan_inputs(cfg, input_requests(stage.labels)):
+            producer_stage.validate()
+    paths = configured_paths(cfg)
+    for path in paths:
+        path.validate(cfg)
+    return Plan(cfg, ranking, phases, paths, _segmentations(cfg))
+
+
+def build_model(runner: Runner, plan: Plan, train_data: Artifact | None) -> Artifact:
+    """The model as configured, then each training phase warm-started from the one before.
+
+    The artifacts the phases' labels read (the pool, annotations, REPLUG scores, ...) are
+    built by their producers only when a phase needs them, each once per experiment.
+    """
+    model = runner.run(BaseModelStage(plan.cfg.model), label="model")
+    if not plan.phases:
+        return model
+    assert train_data is not None
+    ctx = BuildContext(runner, plan.cfg, train_data)
+    pool = ctx.require("pool")
+    for stage in plan.phases:
+        deps = {"data": train_data, "pool": pool, "init": model, **ctx.inputs_for(input_requests(stage.labels))}
         model = runner.run(stage, deps, label=f"train_{stage.phase}")
     return model
 
@@ -116,72 +164,98 @@ def describe_labels(cfg: DictConfig) -> tuple[str, float | None]:
         return "", None
     parts, human = [], 0.0
     for phase in phases:
-        labels = phase.get("labels", "human")
+        labels = _phase_labels(phase)
         ratio = float(phase.get("human_ratio", 100))
-        if "human" in labels.split("+"):
+        text = describe(labels)
+        if uses_human(labels):
             human = max(human, ratio)
-            labels = labels.replace("human", f"human {ratio:g}%") if ratio < 100 else labels
-        parts.append(labels)
+            if ratio < 100:
+                text = text.replace("human", f"human {ratio:g}%", 1)
+        parts.append(text)
     return " -> ".join(parts), human
 
 
-def retrieve(runner: Runner, cfg: DictConfig, model: Artifact | None, name: str) -> tuple[Artifact, Artifact]:
-    """The collection ``name`` of eval.collections and this run's top-``eval.depth`` over it."""
-    if name not in cfg.eval.collections:
-        raise KeyError(f"'{name}' is not in eval.collections (known: {sorted(cfg.eval.collections)})")
-    indexer = instantiate(cfg.index)
-    data = runner.run(DataStage(instantiate(cfg.eval.collections[name])), label=f"data_{name}")
-    deps = {"data": data}
-    if indexer.needs_model:
-        deps["model"] = model
-    index = runner.run(IndexStage(indexer), deps, label=f"index_{name}")
-    run = runner.run(
-        RetrieveStage(indexer, depth=cfg.eval.depth, tag=cfg.name), {**deps, "index": index}, label=f"retrieve_{name}"
-    )
-    return data, run
+def _train_data(runner: Runner, cfg: DictConfig) -> Artifact | None:
+    return runner.run(DataStage(instantiate(cfg.data.train)), label="data_train") if cfg.get("phases") else None
 
 
 def system_run(cfg: DictConfig, run_dir: Path, collection: str) -> Artifact:
-    """One system's run over one collection (its model trained or found in the cache), for pooling."""
+    """One system's final run over one collection (its model trained or found in the cache), for pooling."""
+    plan = validate(cfg)
     runner = Runner(ArtifactCache(cfg.cache_dir), run_dir)
-    model = None
-    if instantiate(cfg.index).needs_model:
-        train_data = runner.run(DataStage(instantiate(cfg.data.train)), label="data_train") if cfg.get("phases") else None
-        model = build_model(runner, cfg, train_data, None)
-    return retrieve(runner, cfg, model, collection)[1]
+    model = build_model(runner, plan, _train_data(runner, cfg)) if plan.ranking.needs_model else None
+    return EvalContext(runner, cfg, model, Path(run_dir), plan.ranking).ranked(collection)
 
 
-def evaluate_all(
-    runner: Runner, cfg: DictConfig, model: Artifact | None, run_dir: Path,
-    llm_test_runs: Mapping[str, Artifact] | None = None,
-) -> dict[str, dict[str, EvalResult]]:
-    results: dict[str, dict[str, EvalResult]] = {}
-    runs_dir = run_dir / "runs"
-    runs_dir.mkdir(exist_ok=True)
-    retrieved: dict[str, tuple[Artifact, Artifact]] = {}
-    for group, names in cfg.eval.groups.items():
-        if not names:
+def run_paths(ctx: EvalContext, paths: list[EvalPath]) -> PathResult:
+    """Every enabled path in order, merged (a later path adding to a group extends it)."""
+    merged = PathResult()
+    for path in paths:
+        if not path.enabled(ctx.cfg):
             continue
-        results[group] = {}
-        for name in names:
-            data, run = retrieved[name] = retrieve(runner, cfg, model, name)
-            shutil.copyfile(run.path / RUN_FILE, runs_dir / f"{name}.trec")
-            ev = runner.run(EvaluateStage(list(cfg.eval.measures)), {"data": data, "run": run}, label=f"evaluate_{name}")
-            results[group][name] = ev.value
-    llm = cfg.eval.get("llm_test")
-    if llm is not None and llm.get("enabled") and llm_test_runs:
-        # the shared LLM test collection, then this run evaluated on its labels
-        name = llm.collection
-        data, run = retrieved.get(name) or retrieve(runner, cfg, model, name)
-        stage = LLMTestSetStage(
-            cfg.annotator, systems=list(llm.systems), queries=llm.queries, depth=llm.depth, seed=llm.seed,
-            steps=list(llm.steps), label_step=llm.label_step,
-            batch_queries=cfg.annotate.get("batch_queries", 4),
-        )
-        testset = runner.run(stage, {"data": data, **{f"run_{s}": llm_test_runs[s] for s in llm.systems}}, label="llm_testset")
-        ev = runner.run(EvaluateStage(list(llm.measures)), {"data": testset, "run": run}, label="evaluate_llm_test")
-        results["llm_test"] = {f"{name}_llm": ev.value}
-    return results
+        got = path.run(ctx)
+        for group, res in got.results.items():
+            merged.results.setdefault(group, {}).update(res)
+        merged.measures += [m for m in got.measures if m not in merged.measures]
+        merged.sections.update(got.sections)
+        merged.queries.update(got.queries)
+    return merged
+
+
+def significance_markers(
+    results: dict[str, dict[str, EvalResult]],
+    baseline: "ExperimentResult | None",
+    second: "ExperimentResult | None" = None,
+    alpha: float = 0.05,
+    segments: bool = False,
+) -> dict | None:
+    """group -> collection -> measure -> "+"/"-" against the baseline, then a dagger when
+    significantly better than the second baseline (two-sided paired t-tests, p < alpha).
+
+    With ``segments``, ``results`` is group -> collection -> segment -> result and the
+    markers compare each segment with the same segment of the baselines.
+    """
+    if baseline is None and second is None:
+        return None
+
+    def theirs_of(other: "ExperimentResult | None", g: str, c: str):
+        if other is None:
+            return None
+        source = other.segments if segments else other.results
+        return ((source or {}).get(g) or {}).get(c)
+
+    out: dict = {}
+    for g, res in results.items():
+        out[g] = {}
+        for c, r in res.items():
+            if segments:
+                out[g][c] = {}
+                for seg, rs in r.items():
+                    marks = {m: "" for m in rs.measures}
+                    for other, better, worse in ((baseline, "+", "-"), (second, "\u2020", "")):
+                        theirs = (theirs_of(other, g, c) or {}).get(seg)
+                        if theirs is not None:
+                            for m, mk in compare(rs, theirs, alpha=alpha, better=better, worse=worse).items():
+                                marks[m] += mk
+                    out[g][c][seg] = marks
+                continue
+            marks = {m: "" for m in r.measures}
+            for other, better, worse in ((baseline, "+", "-"), (second, "\u2020", "")):
+                theirs = theirs_of(other, g, c)
+                if theirs is not None:
+                    for m, mk in compare(r, theirs, alpha=alpha, better=better, worse=worse).items():
+                        marks[m] += mk
+            out[g][c] = marks
+    return out
+
+
+def stage_sections(runner: Runner) -> dict[str, str]:
+    """Report sections contributed by the built stages (annotation quality, REPLUG, reranking, ...)."""
+    sections: dict[str, str] = {}
+    for stage, artifact in runner.built:
+        for title, body in (stage.report(artifact) or {}).items():
+            sections.setdefault(title, body)
+    return sections
 
 
 def collection_stats(runner: Runner) -> dict[str, dict]:
@@ -195,68 +269,8 @@ def collection_stats(runner: Runner) -> dict[str, dict]:
     return stats
 
 
-def annotation_sections(runner: Runner) -> dict[str, str]:
-    """Annotation quality (the paper's Table 1) and cost, when the run annotated its pool."""
-    sections = {}
-    for rec in runner.records:
-        if rec.stage == "llm_testset":
-            a = json.loads((Path(rec.path) / "agreement.json").read_text())
-            sections["LLM test collection"] = (
-                f"{a['queries']} test queries, {a['pooled_per_query']:.1f} pooled passages per query judged by the "
-                f"annotator; {a['queries_without_positive']} queries without a relevant passage (not evaluated). "
-                f"Against the human qrels on the same pools: precision {a['precision']:.4f}, recall {a['recall']:.4f}; "
-                f"unparseable answers: {a['unparseable']}."
-            )
-        if rec.stage == "replug":
-            st = json.loads((Path(rec.path) / "stats.json").read_text())
-            q = st["quality_top1"]
-            sections["REPLUG utilities"] = (
-                f"{st['queries']} queries ({st['queries_without_answer']} without an answer), "
-                f"{st['passages_scored']} passages scored in {st['seconds']} s "
-                f"({st['passages_per_second']} passages/s); answers: {st['answers']}. "
-                f"Top-1 passage by utility against the human qrels: precision {q['precision']:.4f}, "
-                f"recall {q['recall']:.4f}."
-            )
-    for rec in runner.records:
-        if rec.stage == "annotate":
-            path = Path(rec.path)
-            stats = json.loads((path / "stats.json").read_text())
-            cost = (
-                f"{stats['queries']} queries, {stats['passages_judged']} passages judged, {stats['prompts']} prompts, "
-                f"{stats['prompt_tokens']} prompt + {stats['output_tokens']} output tokens in {stats['seconds']} s "
-                f"({stats['tokens_per_second']} tokens/s); unparseable answers: {stats['unparseable']}. "
-                f"At the paper's scale ({stats['paper_scale']['queries']} queries) and an assumed "
-                f"{stats['paper_scale']['assumed_gpu_tokens_per_second']:.0f} tokens/s per GPU: "
-                f"about {stats['paper_scale']['gpu_hours']} GPU-hours."
-            )
-            sections["Annotation quality against human labels (Table 1 layout)"] = (path / "table1.md").read_text()
-            sections["Annotation cost"] = cost
-            break
-    return sections
-
-
-def significance_markers(
-    results: dict[str, dict[str, EvalResult]],
-    baseline: "ExperimentResult | None",
-    second: "ExperimentResult | None" = None,
-    alpha: float = 0.05,
-) -> dict | None:
-    """group -> collection -> measure -> "+"/"-" against the baseline, then a dagger when
-    significantly better than the second baseline (two-sided paired t-tests, p < alpha)."""
-    if baseline is None and second is None:
-        return None
-    out: dict = {}
-    for g, res in results.items():
-        out[g] = {}
-        for c, r in res.items():
-            marks = {m: "" for m in r.measures}
-            for other, better, worse in ((baseline, "+", "-"), (second, "\u2020", "")):
-                theirs = other.results.get(g, {}).get(c) if other is not None else None
-                if theirs is not None:
-                    for m, mk in compare(r, theirs, alpha=alpha, better=better, worse=worse).items():
-                        marks[m] += mk
-            out[g][c] = marks
-    return out
+def _aggregates(segs: Mapping[str, EvalResult]) -> dict:
+    return {s: {**r.aggregate, "queries": r.num_queries} for s, r in segs.items()}
 
 
 def run_experiment(
@@ -266,28 +280,48 @@ def run_experiment(
     announce: bool = True,
     second_baseline: "ExperimentResult | None" = None,
     llm_test_runs: Mapping[str, Artifact] | None = None,
+    overrides: list[str] | None = None,
 ) -> ExperimentResult:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    plan = validate(cfg, make_logger_factory(cfg, run_dir))
     runner = Runner(ArtifactCache(cfg.cache_dir), run_dir)
     log.info("experiment %s -> %s (cache %s)", cfg.name, run_dir, runner.cache.root)
+    for note in plan.ranking.notes:
+        log.warning("%s", note)
 
-    train_data = None
-    if cfg.get("phases"):
-        train_data = runner.run(DataStage(instantiate(cfg.data.train)), label="data_train")
-    model = None
-    if instantiate(cfg.index).needs_model:
-        model = build_model(runner, cfg, train_data, make_logger_factory(cfg, run_dir))
-    results = evaluate_all(runner, cfg, model, run_dir, llm_test_runs)
-    measures = list(cfg.eval.measures)
-    if "llm_test" in results:
-        measures += [m for m in cfg.eval.llm_test.measures if m not in measures]
+    train_data = _train_data(runner, cfg)
+    model = build_model(runner, plan, train_data) if plan.ranking.needs_model else None
+    ctx = EvalContext(runner, cfg, model, run_dir, plan.ranking, llm_test_runs)
+    evaluated = run_paths(ctx, plan.paths)
+    results = evaluated.results
+    measures = list(cfg.eval.measures) + [m for m in evaluated.measures if m not in cfg.eval.measures]
 
-    markers = significance_markers(results, baseline, second_baseline, alpha=float(cfg.eval.get("alpha", 0.05)))
+    segments = {
+        g: {c: segment_results(plan.segmentations, c, evaluated.queries.get(c, {}), r) for c, r in res.items()}
+        for g, res in results.items()
+    } if plan.segmentations else None
+    alpha = float(cfg.eval.get("alpha", 0.05))
+    markers = significance_markers(results, baseline, second_baseline, alpha=alpha)
+    segment_markers = (significance_markers(segments, baseline, second_baseline, alpha=alpha, segments=True)
+                       if segments else None)
     label_source, human_ratio = describe_labels(cfg)
+    sections = {
+        **({"Training labels": f"`{label_source}` (human labels: {human_ratio:g}%)"} if label_source else {}),
+        **stage_sections(runner),
+        **evaluated.sections,
+    }
+    flat = {}
+    for g, res in results.items():
+        for c, r in res.items():
+            flat[c] = dict(r.aggregate)
+            segs = (segments or {}).get(g, {}).get(c)
+            if segs:
+                flat[c]["segments"] = _aggregates(segs)
     metrics = {
         "name": cfg.name,
         "measures": measures,
+        "results": flat,
         "groups": {
             g: {
                 "collections": {c: r.aggregate for c, r in res.items()},
@@ -295,6 +329,7 @@ def run_experiment(
                     m: sum(r.aggregate[m] for r in res.values()) / len(res)
                     for m in measures if res and all(m in r.aggregate for r in res.values())
                 },
+                **({"segments": {c: _aggregates(s) for c, s in segments[g].items() if s}} if segments else {}),
             }
             for g, res in results.items()
         },
@@ -302,9 +337,15 @@ def run_experiment(
         "baseline": {"name": baseline.name, "run_dir": str(baseline.run_dir), "markers": markers} if baseline else None,
         "second_baseline": second_baseline.name if second_baseline else cfg.eval.get("second_baseline"),
         "markers": markers,
+        "segment_markers": segment_markers,
         "report_row": OmegaConf.to_container(cfg.report, resolve=True) if cfg.get("report") else None,
         "label_source": label_source,
         "human_ratio": human_ratio,
+        "overrides": list(overrides) if overrides is not None else None,
+        "ranking": {"first_stage": plan.ranking.index._target_, "rerank": plan.ranking.rerank,
+                    "model_family": plan.ranking.model_family if plan.ranking.needs_model else None,
+                    "notes": plan.ranking.notes},
+        "sections": sections,
         "stages": runner.summary(),
         "collections": collection_stats(runner),
     }
@@ -317,20 +358,20 @@ def run_experiment(
         measures=measures,
         markers=markers,
         baseline_name=baseline.name if baseline else None,
-        alpha=float(cfg.eval.get("alpha", 0.05)),
+        alpha=alpha,
         legend={"\u2020": f"significantly better than {second_baseline.name} (same test)"} if second_baseline else None,
         stats=metrics["collections"],
         config_yaml=config_yaml,
         stages=runner.summary(),
-        sections={**({"Training labels": f"`{label_source}` (human labels: {human_ratio:g}%)"} if label_source else {}),
-                  **annotation_sections(runner)},
+        sections=sections,
+        segments=segments,
+        segment_markers=segment_markers,
     )
     write_atomic(run_dir / "report.md", report)
     hits = sum(r.cache == "hit" for r in runner.records)
     log.info("stages: %d cache hits, %d built", hits, len(runner.records) - hits)
     if announce:
         print(console_table(results, measures, markers))
-        alpha = float(cfg.eval.get("alpha", 0.05))
         if baseline is not None:
             print(f"\n+/-: significantly better/worse than {baseline.name} (two-sided paired t-test, p < {alpha:g})")
         if second_baseline is not None:
@@ -338,4 +379,4 @@ def run_experiment(
         print(f"\nreport: {run_dir / 'report.md'}")
     else:
         log.info("report: %s", run_dir / "report.md")
-    return ExperimentResult(cfg.name, run_dir, results, runner.summary(), measures)
+    return ExperimentResult(cfg.name, run_dir, results, runner.summary(), measures, segments)

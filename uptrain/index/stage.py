@@ -12,6 +12,8 @@ from uptrain.index.base import Indexer
 
 class IndexStage(Stage[Path]):
     name = "index"
+    # the corpus vectors depend on the model's passage side only (not e.g. its query length)
+    input_facets = {"model": "passage"}
 
     def __init__(self, indexer: Indexer):
         self.indexer = indexer

@@ -1,20 +1,33 @@
 """Label sources and how a training phase mixes them (arXiv 2504.05220, Sec. 4.3).
 
-A phase names its labels with a spec string: one source (``human``, ``llm:<step>``,
-``replug``) or several joined by ``+`` (interleave: the union of their positives in one
-phase). Curriculum learning is a list of phases in the config, each warm-started from the
-one before (``conf/labels/curriculum.yaml``); ``human_ratio`` keeps a seeded random r% of
-the human-labelled queries.
+A phase names its labels with a spec: one source (``human``, ``llm:<step>``, ``replug``),
+several joined by ``+`` (interleave: the union of their positives in one phase), or a
+structured list of ``{source: NAME | _target_: CLASS, weight: w, ...params}`` entries.
+Curriculum learning is a list of phases in the config, each warm-started from the one
+before (``conf/labels/curriculum.yaml``); ``human_ratio`` keeps a seeded random r% of
+the human-labelled queries. Each source declares the artifacts it reads; their producers
+(:mod:`uptrain.labels.producers`) build them.
 """
 
+from uptrain.labels.producers import PRODUCERS, BuildContext, producer
 from uptrain.labels.sources import (
     LABEL_SOURCES,
     LabelConfigError,
     LabelSource,
     build_examples,
+    describe,
+    input_requests,
+    is_soft,
     parse_spec,
+    register,
     required_inputs,
     sample_ratio,
+    spec_key,
+    uses_human,
 )
 
-__all__ = ["LABEL_SOURCES", "LabelConfigError", "LabelSource", "build_examples", "parse_spec", "required_inputs", "sample_ratio"]
+__all__ = [
+    "LABEL_SOURCES", "PRODUCERS", "BuildContext", "LabelConfigError", "LabelSource", "build_examples", "describe",
+    "input_requests", "is_soft", "parse_spec", "producer", "register", "required_inputs", "sample_ratio", "spec_key",
+    "uses_human",
+]

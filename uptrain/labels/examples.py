@@ -11,7 +11,9 @@ from typing import Mapping
 class LabelledQuery:
     """One training query: its text, its positives (by the label source) and its hard negatives.
 
-    ``utilities`` (REPLUG) maps passage ids to utility scores when the labels are soft.
+    ``utilities`` (REPLUG) maps passage ids to utility scores when the labels are soft;
+    ``weight`` is the query's weight in the loss (the largest weight of the sources that
+    labelled it; 1 unless a spec sets weights).
     """
 
     query_id: str
@@ -19,6 +21,7 @@ class LabelledQuery:
     positives: tuple[str, ...]
     negatives: tuple[str, ...]
     utilities: Mapping[str, float] | None = None
+    weight: float = 1.0
 
 
 def stable_seed(*parts: object) -> int:

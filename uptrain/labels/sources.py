@@ -4,11 +4,26 @@
 ``llm:<step>``   the positives of an annotation step (relsel, utilsel, utilrank) of the LLM
 ``replug``       REPLUG utilities (answer log-likelihoods) over the pool; trained with KL(U||R)
 
-A spec joins sources with ``+``: ``human+llm:utilsel`` is the interleave strategy of
-Zhang et al. (arXiv 2504.05220, Sec. 4.3), one phase over the union of both positive
-sets. Negatives are always the query's pool candidates that no source of the spec calls
+A phase's ``labels`` is a spec, in one of two forms:
+
+* a string joining sources with ``+``: ``human+llm:utilsel`` is the interleave strategy of
+  Zhang et al. (arXiv 2504.05220, Sec. 4.3), one phase over the union of both positive sets;
+* a structured list, one entry per source, with parameters and a weight::
+
+      labels:
+        - {source: human}
+        - {source: llm, step: utilsel, weight: 0.5}
+        - {_target_: my_package.MySource, threshold: 2}   # a source defined anywhere
+
+Each source declares the run-graph artifacts it reads (``inputs``), and the producer of
+each artifact is registered by name (:mod:`uptrain.labels.producers`): the pipeline asks
+the spec what it needs and the producers build it, so a new source is one class (and its
+producer, when it reads a new artifact) plus one config, with no edit to the pipeline.
+
+Negatives are always the query's pool candidates that no source of the spec calls
 positive: a passage the LLM left out is a negative even when a human judged it relevant,
-which is what training on LLM labels means.
+which is what training on LLM labels means. An example's ``weight`` is the largest weight
+of the sources that labelled its query.
 """
 
 from __future__ import annotations
@@ -17,16 +32,19 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from uptrain.errors import ConfigError
 from uptrain.labels.examples import LabelledQuery, stable_seed
 
 LABEL_SOURCES: dict[str, type["LabelSource"]] = {}
 
 
-class LabelConfigError(ValueError):
+class LabelConfigError(ConfigError):
     """A label spec, ratio or loss that cannot work together (a user error, reported in one paragraph)."""
 
 
 def register(name: str):
+    """Class decorator: make a source reachable by ``name`` in label specs."""
+
     def wrap(cls):
         LABEL_SOURCES[name] = cls
         cls.name = name
@@ -36,83 +54,249 @@ def register(name: str):
 
 
 class LabelSource:
-    """One source of training labels. ``input`` names the run-graph artifact it reads (or None)."""
+    """One source of training labels.
+
+    ``inputs`` names the artifacts it reads (each built by the producer registered under
+    that name); ``arg`` names the constructor parameter that the string form's ``:arg``
+    sets (``llm:utilsel`` -> ``step="utilsel"``); ``soft`` sources give utilities, not sets.
+    """
 
     name = "base"
-    input: str | None = None
+    inputs: tuple[str, ...] = ()
+    arg: str | None = None
+    soft = False
 
-    def __init__(self, arg: str | None = None):
-        if arg is not None:
-            raise LabelConfigError(f"label source '{self.name}' takes no ':' argument, got '{self.name}:{arg}'")
+    def __init__(self, weight: float = 1.0, **params: Any):
+        if params:
+            raise LabelConfigError(
+                f"label source '{self.name}' takes no parameters {sorted(params)} (only 'weight')"
+            )
+        self.weight = _weight(self.name, weight)
+        self._string_form = False
 
-    def positives(self, entry, value: Any) -> list[str] | None:
+    def positives(self, entry, values: Mapping[str, Any]) -> list[str] | None:
         """The query's positives, or None when this source has no label for it."""
         raise NotImplementedError
 
-    def spec(self) -> str:
-        return self.name
+    def utilities(self, entry, values: Mapping[str, Any]) -> dict[str, float] | None:
+        """Soft sources: passage id -> utility for the query (None: not scored)."""
+        return None
+
+    def params(self) -> dict[str, Any]:
+        """The parameters that determine this source's labels (beyond its name and weight)."""
+        return {}
+
+    def requests(self) -> dict[str, dict]:
+        """What this source asks of each input's producer: input name -> parameters."""
+        return {name: {} for name in self.inputs}
+
+    def spec(self) -> str | dict:
+        """The cache-key form: the plain name (``llm:utilsel``) for the string form, else a dict."""
+        params = self.params()
+        if self._string_form:
+            return self.name if not params else f"{self.name}:{next(iter(params.values()))}"
+        return {"source": self.name, "weight": self.weight, **params}
+
+    def describe(self) -> str:
+        params = self.params()
+        text = self.name + (":" + ",".join(str(v) for v in params.values()) if params else "")
+        return text + (f" (weight {self.weight:g})" if self.weight != 1.0 else "")
+
+
+def _weight(name: str, weight: Any) -> float:
+    try:
+        w = float(weight)
+    except (TypeError, ValueError):
+        raise LabelConfigError(f"label source '{name}': weight must be a number, got {weight!r}") from None
+    if not (w > 0 and math.isfinite(w)):
+        raise LabelConfigError(f"label source '{name}': weight must be > 0, got {weight!r}")
+    return w
 
 
 @register("human")
 class HumanSource(LabelSource):
-    def positives(self, entry, value: Any) -> list[str] | None:
+    def positives(self, entry, values: Mapping[str, Any]) -> list[str] | None:
         return list(entry.positives)
 
 
 @register("llm")
 class LLMSource(LabelSource):
-    input = "annotations"
+    inputs = ("annotations",)
+    arg = "step"
     steps = ("relsel", "utilsel", "utilrank")
 
-    def __init__(self, arg: str | None = None):
-        if arg not in self.steps:
-            raise LabelConfigError(f"label source 'llm:<step>' needs a step among {', '.join(self.steps)}, got {arg!r}")
-        self.step = arg
+    def __init__(self, step: str | None = None, weight: float = 1.0):
+        super().__init__(weight)
+        if step not in self.steps:
+            raise LabelConfigError(
+                f"label source 'llm' needs a step among {', '.join(self.steps)} "
+                f"(llm:<step>, or {{source: llm, step: ...}}), got {step!r}"
+            )
+        self.step = step
 
-    def positives(self, entry, value: Mapping) -> list[str] | None:
-        ann = value.get(entry.query_id)
+    def params(self) -> dict[str, Any]:
+        return {"step": self.step}
+
+    def positives(self, entry, values: Mapping[str, Any]) -> list[str] | None:
+        ann = values["annotations"].get(entry.query_id)
         return None if ann is None else ann.positives(self.step)
-
-    def spec(self) -> str:
-        return f"llm:{self.step}"
 
 
 @register("replug")
 class ReplugSource(LabelSource):
-    """Soft labels: the top-utility passage is the nominal positive (it anchors the group)."""
+    """Soft labels: the top-utility passage is the nominal positive (it anchors the group).
 
-    input = "replug"
+    ``answers``: ``pseudo`` (the annotation's pseudo answers) or a JSONL file of ground-truth
+    answers; None takes ``labels.replug_answers`` of the config.
+    """
 
-    def positives(self, entry, value: Mapping) -> list[str] | None:
-        labels = value.get(entry.query_id)
+    inputs = ("replug",)
+    soft = True
+
+    def __init__(self, answers: str | None = None, weight: float = 1.0):
+        super().__init__(weight)
+        self.answers = answers
+
+    def params(self) -> dict[str, Any]:
+        return {"answers": self.answers} if self.answers is not None else {}
+
+    def requests(self) -> dict[str, dict]:
+        return {"replug": self.params()}
+
+    def positives(self, entry, values: Mapping[str, Any]) -> list[str] | None:
+        labels = values["replug"].get(entry.query_id)
         return None if labels is None else labels.best()
 
+    def utilities(self, entry, values: Mapping[str, Any]) -> dict[str, float] | None:
+        labels = values["replug"].get(entry.query_id)
+        return None if labels is None else dict(labels.utilities)
 
-def parse_spec(spec: str) -> list[LabelSource]:
-    """``"human+llm:utilsel"`` -> [HumanSource(), LLMSource("utilsel")]; clear errors for anything else."""
+
+def _plain(spec: Any) -> Any:
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(spec, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(spec, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        pass
+    return spec
+
+
+def _from_string(spec: str) -> list[LabelSource]:
     parts = [p.strip() for p in str(spec).split("+") if p.strip()]
     if not parts:
         raise LabelConfigError("empty label spec: use human, llm:<step>, replug, or sources joined by '+'")
-    sources = []
+    out = []
     for part in parts:
         name, _, arg = part.partition(":")
+        cls = LABEL_SOURCES.get(name)
+        if cls is None:
+            raise LabelConfigError(
+                f"unknown label source '{name}' in '{spec}'; known: {', '.join(sorted(LABEL_SOURCES))} "
+                "(or a structured entry {_target_: package.Class, ...} for a source defined elsewhere)"
+            )
+        if arg and cls.arg is None:
+            raise LabelConfigError(f"label source '{name}' takes no ':' argument, got '{part}'")
+        source = cls(**({cls.arg: arg} if arg else {}))
+        source._string_form = True
+        out.append(source)
+    return out
+
+
+def _from_entry(entry: Any, spec: Any) -> LabelSource:
+    if isinstance(entry, LabelSource):
+        return entry
+    if isinstance(entry, str):
+        sources = _from_string(entry)
+        if len(sources) != 1:
+            raise LabelConfigError(f"a structured label spec lists one source per entry, got '{entry}' in {spec}")
+        return sources[0]
+    if not isinstance(entry, Mapping):
+        raise LabelConfigError(f"a label spec entry must be a source name or a mapping, got {entry!r} in {spec}")
+    entry = dict(entry)
+    if "_target_" in entry:
+        from hydra.utils import get_class
+
+        target = entry.pop("_target_")
+        try:
+            cls = get_class(target)
+        except Exception as exc:  # noqa: BLE001 - hydra raises several kinds for a bad path
+            raise LabelConfigError(f"label source _target_ '{target}' cannot be imported: {exc}") from None
+        if not (isinstance(cls, type) and issubclass(cls, LabelSource)):
+            raise LabelConfigError(f"label source _target_ '{target}' is not a uptrain.labels.LabelSource")
+    else:
+        name = entry.pop("source", None)
         if name not in LABEL_SOURCES:
-            raise LabelConfigError(f"unknown label source '{name}' in '{spec}'; known: {', '.join(sorted(LABEL_SOURCES))}")
-        sources.append(LABEL_SOURCES[name](arg or None))
-    if len(sources) > 1 and any(isinstance(s, ReplugSource) for s in sources):
-        raise LabelConfigError(f"'{spec}': REPLUG's soft labels cannot be interleaved with positive sets")
+            raise LabelConfigError(
+                f"label spec entry {entry} needs 'source' among {', '.join(sorted(LABEL_SOURCES))} "
+                f"or a '_target_' class, got {name!r}"
+            )
+        cls = LABEL_SOURCES[name]
+    try:
+        return cls(**entry)
+    except TypeError as exc:
+        raise LabelConfigError(f"label source '{getattr(cls, 'name', cls.__name__)}': {exc}") from None
+
+
+def parse_spec(spec: Any) -> list[LabelSource]:
+    """A label spec -> its sources, with clear errors for anything else.
+
+    ``"human+llm:utilsel"`` -> [HumanSource(), LLMSource("utilsel")]; a list of entries
+    (``{source: name, ...}``, ``{_target_: ..., ...}`` or names) or one such mapping.
+    """
+    spec = _plain(spec)
+    if isinstance(spec, str):
+        sources = _from_string(spec)
+    elif isinstance(spec, Mapping) or isinstance(spec, LabelSource):
+        sources = [_from_entry(spec, spec)]
+    elif isinstance(spec, Sequence) and spec:
+        sources = [_from_entry(e, spec) for e in spec]
+    else:
+        raise LabelConfigError(f"label spec must be a string or a list of sources, got {spec!r}")
+    if len(sources) > 1 and any(s.soft for s in sources):
+        raise LabelConfigError(f"'{describe(sources)}': soft labels (REPLUG utilities) cannot be interleaved with positive sets")
     return sources
 
 
-def required_inputs(spec: str) -> tuple[str, ...]:
-    """The artifacts (``annotations``, ``replug``) a spec's sources read, in a fixed order."""
-    names = {s.input for s in parse_spec(spec) if s.input}
-    return tuple(n for n in ("annotations", "replug") if n in names)
+def spec_key(spec: Any) -> str | list:
+    """The JSON form of a spec for cache keys: a string spec stays the same string."""
+    spec = _plain(spec)
+    if isinstance(spec, str):
+        return spec
+    return [s.spec() for s in parse_spec(spec)]
 
 
-def is_soft(spec: str) -> bool:
+def describe(spec: Any) -> str:
+    """One line for reports: ``human + llm:utilsel (weight 0.5)``."""
+    sources = spec if isinstance(spec, list) and spec and isinstance(spec[0], LabelSource) else parse_spec(spec)
+    return " + ".join(s.describe() for s in sources)
+
+
+def required_inputs(spec: Any) -> tuple[str, ...]:
+    """The artifacts a spec's sources read, sorted by name."""
+    return tuple(sorted({name for s in parse_spec(spec) for name in s.inputs}))
+
+
+def input_requests(spec: Any) -> dict[str, dict]:
+    """Input name -> the parameters its producer is asked for; two sources asking one input
+    with different parameters is an error (one artifact per input name and phase)."""
+    out: dict[str, dict] = {}
+    for s in parse_spec(spec):
+        for name, params in s.requests().items():
+            if name in out and out[name] != params:
+                raise LabelConfigError(f"label sources ask '{name}' with different parameters: {out[name]} and {params}")
+            out[name] = params
+    return out
+
+
+def is_soft(spec: Any) -> bool:
     """True when the spec trains on utility scores (KL) rather than positive sets."""
-    return any(isinstance(s, ReplugSource) for s in parse_spec(spec))
+    return any(s.soft for s in parse_spec(spec))
+
+
+def uses_human(spec: Any) -> bool:
+    return any(isinstance(s, HumanSource) for s in parse_spec(spec))
 
 
 def sample_ratio(query_ids: Sequence[str], ratio: float, seed: int) -> set[str]:
@@ -128,13 +312,14 @@ class ExampleStats:
     queries: int  # pool queries considered
     labelled: int  # queries with at least one positive
     human_queries: int | None  # queries whose human labels were used (None: no human source)
+    per_source: dict[str, int] | None = None  # source -> queries it gave a label
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
 
 def build_examples(
-    spec: str,
+    spec: Any,
     pool: Sequence,
     values: Mapping[str, Any],
     human_ratio: float = 100.0,
@@ -142,42 +327,49 @@ def build_examples(
 ) -> tuple[list[LabelledQuery], ExampleStats]:
     """Training examples for one phase: per pool query, the union of its sources' positives.
 
-    ``values`` maps each required input (``annotations``, ``replug``) to its loaded artifact.
+    ``values`` maps each required input (e.g. ``annotations``, ``replug``) to its loaded artifact.
     With ``human_ratio`` < 100 only that share of the queries carries its human labels
     (the paper's curriculum uses r = 20 and 100). A query no source labels is left out.
     """
     sources = parse_spec(spec)
+    missing = [n for s in sources for n in s.inputs if n not in values]
+    if missing:
+        raise ValueError(f"build_examples: the label spec reads {sorted(set(missing))}, not given")
     human_keep = None
     if any(isinstance(s, HumanSource) for s in sources):
         judged = [e.query_id for e in pool if e.positives]
         human_keep = sample_ratio(judged, float(human_ratio), seed) if float(human_ratio) < 100 else set(judged)
-    soft = next((s for s in sources if isinstance(s, ReplugSource)), None)
+    soft = next((s for s in sources if s.soft), None)
+    per_source = {s.describe(): 0 for s in sources}
     examples = []
     for e in pool:
         pos: list[str] = []
-        labelled = False
+        weight = None
         for s in sources:
             if isinstance(s, HumanSource) and e.query_id not in human_keep:
                 continue
-            got = s.positives(e, values.get(s.input) if s.input else None)
+            got = s.positives(e, values)
             if got is None:
                 continue
-            labelled = True
+            per_source[s.describe()] += 1
+            weight = s.weight if weight is None else max(weight, s.weight)
             pos += [d for d in got if d not in pos]
-        if not labelled:
+        if weight is None:
             continue
         utilities = None
         if soft is not None:
-            utilities = dict(values["replug"][e.query_id].utilities)
+            utilities = soft.utilities(e, values) or {}
             candidates = [d for d in e.candidates if d in utilities]
         else:
             candidates = list(e.candidates)
         examples.append(LabelledQuery(
-            e.query_id, e.query, tuple(pos), tuple(d for d in candidates if d not in pos), utilities=utilities,
+            e.query_id, e.query, tuple(pos), tuple(d for d in candidates if d not in pos),
+            utilities=utilities, weight=weight,
         ))
     stats = ExampleStats(
         queries=len(pool),
         labelled=sum(1 for x in examples if x.positives),
         human_queries=len(human_keep) if human_keep is not None else None,
+        per_source=per_source,
     )
     return examples, stats

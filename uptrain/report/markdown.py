@@ -160,8 +160,11 @@ def render_report(
     alpha: float = 0.05,
     legend: Mapping[str, str] | None = None,
     sections: Mapping[str, str] | None = None,
+    segments: Mapping[str, Mapping[str, Mapping[str, EvalResult]]] | None = None,
+    segment_markers: Mapping[str, Mapping[str, Mapping[str, Mapping[str, str]]]] | None = None,
 ) -> str:
-    """The run's report: a results table per group, the marker legend, collection
+    """The run's report: a results table per group (then one per collection with query
+    ``segments``: group -> collection -> segment -> result), the marker legend, collection
     statistics, further ``sections`` (title -> Markdown body, e.g. annotation quality),
     the stages with their cache status and the resolved config.
 
@@ -178,6 +181,14 @@ def render_report(
             section.append(results_table(group_results, group_measures(group_results, measures), markers.get(group)))
             counts = ", ".join(f"{name}: {r.num_queries}" for name, r in group_results.items())
             section.append(f"Evaluated queries (with at least one relevant judgment): {counts}.")
+            for name, segs in ((segments or {}).get(group) or {}).items():
+                if not segs:
+                    continue
+                labelled = {f"{seg} (n={r.num_queries})": r for seg, r in segs.items()}
+                marks = ((segment_markers or {}).get(group) or {}).get(name) or {}
+                marks = {f"{seg} (n={r.num_queries})": marks.get(seg, {}) for seg, r in segs.items()}
+                section.append(f"### {name} by query segment\n\n"
+                               + results_table(labelled, group_measures(labelled, measures), marks, average_row=False))
         else:
             section.append("No collections.")
         parts.append("\n\n".join(section))

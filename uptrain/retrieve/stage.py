@@ -22,7 +22,8 @@ class RetrieveStage(Stage[dict]):
         self.inputs = ("data", "index", "model") if indexer.needs_model else ("data", "index")
 
     def spec(self) -> dict:
-        return {"depth": self.depth}
+        # the tag is written into every line of the run file, so it determines the artifact
+        return {"depth": self.depth, "tag": self.tag}
 
     def build(self, out: Path, work: Path, inputs: Mapping[str, Artifact]) -> None:
         collection = inputs["data"].value
