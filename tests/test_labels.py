@@ -200,6 +200,21 @@ def test_second_baseline_runs_at_the_same_human_ratio(monkeypatch):
     task = ["+exp=utilsel_cl20", "labels.human_ratio=50", "profile=smoke", "eval.second_baseline=x", "train.lr=1e-5"]
     monkeypatch.setattr(cli.HydraConfig, "get", staticmethod(lambda: SimpleNamespace(overrides=SimpleNamespace(task=task))))
     base = ["+exp=replug_cl20", "eval.baseline=null", "eval.second_baseline=null"]
-    assert cli._baseline_overrides("replug_cl20", same_ratio=True) == [*base, "labels.human_ratio=50", "profile=smoke"]
-    # the first baseline (human, all its labels) keeps its own ratio; training settings never carry
-    assert cli._baseline_overrides("replug_cl20") == [*base, "profile=smoke"]
+    assert cli._baseline_overrides("replug_cl20", same_ratio=True) == [
+        *base, "labels.human_ratio=50", "profile=smoke", "train.lr=1e-5"]
+    # the first baseline (human, all its labels) keeps its own ratio
+    assert cli._baseline_overrides("replug_cl20") == [*base, "profile=smoke", "train.lr=1e-5"]
+
+
+def test_baselines_inherit_index_trainer_and_train_but_not_the_label_method(monkeypatch):
+    # without index/trainer/train the +/- markers would mix those effects with the label effect
+    from types import SimpleNamespace
+
+    from uptrain import cli
+
+    task = ["+exp=utilsel", "index=bm25", "rerank.enabled=true", "trainer.max_epochs=3", "train.group_size=6",
+            "loss=conj_infonce", "sampling=pos_all", "labels.source=llm:relsel", "model.temperature=0.1"]
+    monkeypatch.setattr(cli.HydraConfig, "get", staticmethod(lambda: SimpleNamespace(overrides=SimpleNamespace(task=task))))
+    carried = cli._baseline_overrides("human")[3:]
+    assert carried == ["index=bm25", "rerank.enabled=true", "trainer.max_epochs=3", "train.group_size=6",
+                       "model.temperature=0.1"]
