@@ -423,3 +423,34 @@ def test_each_built_stage_contributes_its_report_section(tmp_path):
     runner.run(ModelLike(1, 2))
     runner.run(Reporting(3, 4))
     assert stage_sections(runner) == {"Reporting stage": "value 3,4"}
+
+
+# ---- the CLI: flags anywhere, a user's own collection from a config directory -------------
+
+def test_hydra_flags_are_accepted_after_the_overrides():
+    from uptrain.cli import flags_first
+
+    assert flags_first(["+exp=bm25", "--config-dir", "/c", "a=1", "--multirun", "b=2", "--cfg", "job"]) == [
+        "--config-dir", "/c", "--multirun", "--cfg", "job", "+exp=bm25", "a=1", "b=2"]
+    assert flags_first(["~loss", "+exp=x", "-m"]) == ["-m", "~loss", "+exp=x"]
+
+
+@pytest.mark.slow
+def test_own_collection_from_a_config_dir_as_the_readme_says(cli_env, tmp_path):
+    """The README's worked example: a collection config in the user's directory, --config-dir."""
+    data = tmp_path / "mycol"
+    data.mkdir()
+    (data / "docs.tsv").write_text("d1\taspirin lowers the risk of heart attack\nd2\tthe eiffel tower is in paris\n"
+                                   "d3\tvitamin d and bone fractures\n")
+    (data / "topics.tsv").write_text("q1\taspirin heart attack\nq2\tbone fractures vitamin\n")
+    (data / "qrels.txt").write_text("q1 0 d1 1\nq2 0 d3 2\n")
+    conf = tmp_path / "my-conf" / "eval_data"
+    conf.mkdir(parents=True)
+    (conf / "mycol.yaml").write_text(
+        f"_target_: uptrain.data.TrecSource\nname: mycol\ndocs: {data}/docs.tsv\ntopics: {data}/topics.tsv\n"
+        f"qrels: {data}/qrels.txt\nfields: [text]\n")
+    run_cli(["+exp=bm25", "--config-dir", str(tmp_path / "my-conf"), "+eval_data@eval.collections.mycol=mycol",
+             "eval.groups.in_domain=[mycol]", "eval.groups.out_of_domain=[]", "hydra.run.dir=run"], cli_env, tmp_path)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    # both queries find their one relevant document first
+    assert metrics["results"]["mycol"]["RR@10"] == 1.0 and metrics["results"]["mycol"]["nDCG@10"] == 1.0

@@ -130,11 +130,32 @@ def _main(cfg: DictConfig) -> float | None:
         raise
 
 
+# Hydra's flags that take a value (the next argument unless given as --flag=value)
+_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                "--config-dir", "-cd", "--experimental-rerun", "--shell-completion", "-sc", "--info", "-i"}
+
+
+def flags_first(args: list[str]) -> list[str]:
+    """Hydra's parser takes flags only before the overrides; accept them anywhere, e.g.
+    ``uptrain +exp=x --multirun a=1,2`` or ``uptrain +exp=x --config-dir ~/my-conf``."""
+    flags, rest, i = [], [], 0
+    while i < len(args):
+        a = args[i]
+        if a.startswith("-"):  # overrides start with a key, '+', '++' or '~', never '-'
+            flags.append(a)
+            if a in _VALUE_FLAGS and i + 1 < len(args) and not args[i + 1].startswith("-"):
+                # --info and --cfg take a choice, never an override (which contains '=')
+                if a not in ("--info", "-i") or "=" not in args[i + 1]:
+                    flags.append(args[i + 1])
+                    i += 1
+        else:
+            rest.append(a)
+        i += 1
+    return flags + rest
+
+
 def main() -> None:
-    # Hydra's parser takes flags only before the overrides; accept `uptrain +exp=x --multirun a=1,2`
-    flags = [a for a in sys.argv[1:] if a in ("-m", "--multirun")]
-    if flags:
-        sys.argv = [sys.argv[0], *flags, *[a for a in sys.argv[1:] if a not in flags]]
+    sys.argv = [sys.argv[0], *flags_first(sys.argv[1:])]
     _main()
 
 
