@@ -454,3 +454,15 @@ def test_own_collection_from_a_config_dir_as_the_readme_says(cli_env, tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     # both queries find their one relevant document first
     assert metrics["results"]["mycol"]["RR@10"] == 1.0 and metrics["results"]["mycol"]["nDCG@10"] == 1.0
+
+
+def test_judged_at_10_counts_the_share_of_the_top_10_the_pool_judged():
+    # the LLM test path adds Judged@10 so a run scored on passages nobody judged is visible
+    from uptrain.evaluate.metrics import evaluate_run
+    from uptrain.evaluate.paths import LLMTestPath
+
+    cfg = compose_cfg("+exp=human", "eval.llm_test.enabled=true")
+    assert LLMTestPath().measures(cfg)[-1] == "Judged@10"
+    qrels = {"q": {"d0": 1, "d1": 0, "d2": 0}}
+    run = {"q": {f"d{i}": 10.0 - i for i in range(10)}}  # d0..d2 judged, d3..d9 not
+    assert evaluate_run(run, qrels, ["Judged@10"]).aggregate["Judged@10"] == pytest.approx(0.3)
