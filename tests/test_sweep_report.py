@@ -355,3 +355,185 @@ def test_curriculum_series_keeps_curves_and_drops_ablations():
         "replug": [20.0],
         "utilsel interleave": [100.0],
     }
+
+
+def write_job(directory: Path, m: dict, overrides: list[str] | None = None, mtime: float | None = None) -> Path:
+    """A Hydra job directory: metrics.json, and the job's task overrides in .hydra/overrides.yaml."""
+    write_run(directory, m)
+    if overrides is not None:
+        (directory / ".hydra").mkdir(exist_ok=True)
+        (directory / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if mtime is not None:
+        os.utime(directory / "metrics.json", (mtime, mtime))
+    return directory
+
+
+LOSSES = {  # loss -> in-domain deltas: conj significantly above infonce on every query, disj below
+    "infonce": [0.0] * N_IN,
+    "conj_infonce": [0.02 + 0.004 * (i % 3) for i in range(N_IN)],
+    "disj_infonce": [-0.03 - 0.005 * (i % 2) for i in range(N_IN)],
+}
+
+
+@pytest.fixture(scope="module")
+def loss_sweep(tmp_path_factory):
+    """`uptrain +exp=human profile=tiny --multirun loss=infonce,conj_infonce,disj_infonce`, then job 1
+    run again in a second multirun (a re-run: same name, same overrides)."""
+    root = tmp_path_factory.mktemp("loss_sweep")
+    day = root / "multirun" / "human" / "2025-06-01_10-00-00"
+    runs = {}
+    for job, (loss, deltas) in enumerate(LOSSES.items()):
+        m = metrics("human", {"scifact_test": deltas}, report_row={"group": "baselines", "label": "Human"},
+                    human_ratio=100.0, label_source="human")
+        runs[loss] = m
+        write_job(day / str(job), m, ["+exp=human", "profile=tiny", f"loss={loss}"], mtime=2_000_000)
+    # the re-run of loss=conj_infonce, older, with other numbers: merged into the newer one
+    old = metrics("human", {"scifact_test": [0.3] * N_IN}, report_row={"group": "baselines", "label": "Human"})
+    rerun = write_job(root / "multirun" / "human" / "2025-05-01_09-00-00" / "0", old,
+                      ["+exp=human", "profile=tiny", "loss=conj_infonce"], mtime=1_000_000)
+    out = root / "report"
+    proc = run_report([root / "multirun", "--out", out, "--baseline", "human loss=infonce"], cwd=root)
+    assert proc.returncode == 0, proc.stderr
+    return runs, out, proc, rerun
+
+
+def test_loss_sweep_rows_are_runs_labelled_by_their_overrides(loss_sweep):
+    # bug: rows were keyed by experiment name, so the README's `--multirun loss=...` sweep of
+    # +exp=human collapsed to one row (the newest run), the other losses silently dropped
+    runs, out, proc, rerun = loss_sweep
+    md = (out / "sweep.md").read_text()
+    labels = [r[1] for r in table_rows(md)[1]]
+    assert sorted(labels) == ["Human (loss=conj_infonce)", "Human (loss=disj_infonce)", "Human (loss=infonce)"]
+    data = json.loads((out / "sweep.json").read_text())
+    assert {r["label"]: r["varied"] for r in data["rows"]} == {f"Human (loss={k})": {"loss": k} for k in LOSSES}
+    # each row holds its own run's numbers
+    for r in data["rows"]:
+        loss = r["varied"]["loss"]
+        assert r["cells"]["in_domain/scifact_test/nDCG@10"]["value"] == pytest.approx(
+            runs[loss]["groups"]["in_domain"]["collections"]["scifact_test"]["nDCG@10"])
+    # profile=tiny is the same in every run: not in the labels, but listed with the run
+    assert all("profile=tiny" in r["overrides"] for r in data["rows"])
+
+
+def test_loss_sweep_merges_only_reruns_and_says_so(loss_sweep):
+    # bug: any two runs of one name were "duplicates"; only a re-run (same name and overrides) is one
+    _, out, proc, rerun = loss_sweep
+    assert "two runs named 'human' (profile=tiny, loss=conj_infonce) with the same overrides" in proc.stderr
+    assert f"ignored {rerun}" in proc.stderr
+    data = json.loads((out / "sweep.json").read_text())
+    assert data["merged"] == 1
+    row = next(r for r in data["rows"] if r["varied"] == {"loss": "conj_infonce"})
+    assert row["merged"] == [str(rerun)] and "2025-06-01" in row["path"]
+    md = (out / "sweep.md").read_text()
+    assert "3 runs (1 re-runs or baseline copies merged into them" in md
+    merged = md.split("## Merged runs", 1)[1]
+    assert "2 runs of Human (loss=conj_infonce) alike in name and overrides (re-runs)" in merged and str(rerun) in merged
+
+
+def test_loss_sweep_markers_per_row_against_the_chosen_baseline(loss_sweep):
+    # the +/- markers compare each row with the run `--baseline 'human loss=infonce'` names
+    runs, out, _, _ = loss_sweep
+    md = (out / "sweep.md").read_text()
+    base = runs["infonce"]
+    for loss, expected in (("conj_infonce", "+"), ("disj_infonce", "-")):
+        m = runs[loss]
+        mark = expected_marker(values(m, "in_domain", None, "nDCG@10"), values(base, "in_domain", None, "nDCG@10"))
+        assert mark == expected  # scipy agrees with the way the data were built
+        value = m["groups"]["in_domain"]["collections"]["scifact_test"]["nDCG@10"]
+        assert cell(md, f"Human (loss={loss})", "scifact_test nDCG@10") == f"{value:.3f}{mark}"
+    # the baseline row carries no marker; the legend names it with its overrides
+    assert cell(md, "Human (loss=infonce)", "scifact_test nDCG@10")[-1].isdigit()
+    assert "significantly better / worse than Human (loss=infonce)" in md
+
+
+def test_loss_sweep_without_a_baseline_choice_warns_and_uses_the_first_row(loss_sweep, tmp_path):
+    _, out, _, _ = loss_sweep
+    proc = run_report([out.parent / "multirun", "--out", tmp_path / "r"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "3 runs match the baseline 'human': using 'Human (loss=conj_infonce)'" in proc.stderr
+    assert json.loads((tmp_path / "r" / "sweep.json").read_text())["baseline_label"] == "Human (loss=conj_infonce)"
+
+
+def test_ratio_sweep_from_metrics_overrides_pairs_the_dagger_at_the_same_ratio(tmp_path):
+    # `uptrain +exp=utilsel_cl20 --multirun labels.human_ratio=20,100`: the overrides come from
+    # metrics.json here (no .hydra), and each run's dagger is tested against the REPLUG run at its
+    # own ratio (each job's baseline_replug_cl20/ copy), not against whichever copy came first
+    def run(name, ratio, deltas, **extra):
+        return metrics(name, {"scifact_test": deltas}, human_ratio=float(ratio),
+                       overrides=[f"+exp={name}", f"labels.human_ratio={ratio}"], **extra)
+
+    below = [d - 0.02 - 0.003 * (i % 4) for i, d in enumerate(CL20)]  # significantly below CL20
+    day = tmp_path / "multirun" / "utilsel_cl20" / "2025-06-01_10-00-00"
+    for job, ratio in enumerate((100, 20)):
+        job_dir = write_run(day / str(job), run("utilsel_cl20", ratio, CL20, second_baseline="replug_cl20",
+                                                report_row={"group": "combination", "label": "UtilSel-CL"}))
+        # at 20% REPLUG is below UtilSel on every query; at 100% the two are alike
+        write_run(job_dir / "baseline_replug_cl20", run("replug_cl20", ratio, below if ratio == 20 else CL20,
+                                                        report_row={"group": "combination", "label": "REPLUG-CL"}))
+        write_run(job_dir / "baseline_human", metrics("human"))
+    proc = run_report([tmp_path / "multirun", "--out", tmp_path / "r"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    md = (tmp_path / "r" / "sweep.md").read_text()
+    labels = [r[1] for r in table_rows(md)[1]]
+    assert labels == ["REPLUG-CL (labels.human_ratio=20)", "REPLUG-CL (labels.human_ratio=100)",
+                      "UtilSel-CL (labels.human_ratio=20)", "UtilSel-CL (labels.human_ratio=100)", "human"]
+    value = metrics("x", {"scifact_test": CL20})["groups"]["in_domain"]["average"]["nDCG@10"]
+    assert cell(md, "UtilSel-CL (labels.human_ratio=20)", "scifact_test nDCG@10") == f"{value:.3f}†"
+    assert cell(md, "UtilSel-CL (labels.human_ratio=100)", "scifact_test nDCG@10") == f"{value:.3f}"
+    rows = {r["label"]: r for r in json.loads((tmp_path / "r" / "sweep.json").read_text())["rows"]}
+    assert rows["UtilSel-CL (labels.human_ratio=20)"]["second_baseline_label"] == "REPLUG-CL (labels.human_ratio=20)"
+    # the two jobs' alike baseline_human copies are one row, said in the report, not warned about
+    assert len(rows["human"]["merged"]) == 1 and rows["human"]["baseline_copy"]
+    assert "2 copies of the baseline run human in the jobs' directories" in md
+    assert "warning" not in proc.stderr
+
+
+SEGMENTS = {"high": 0.1, "low": -0.1}  # segment -> offset from the collection's value
+
+
+def with_segments(m: dict, where: str = "groups") -> dict:
+    """Query segments as the pipeline writes them: under each group, or (older runs) only under results."""
+    results = {}
+    for group, g in m["groups"].items():
+        seg = {c: {s: {k: round(v + off, 6) for k, v in agg.items()} for s, off in SEGMENTS.items()}
+               for c, agg in g["collections"].items()}
+        if where == "groups":
+            g["segments"] = seg
+        results.update({c: {**g["collections"][c], "segments": s} for c, s in seg.items()})
+    m["results"] = results
+    return m
+
+
+def test_segments_get_a_table_each_and_sweep_json_carries_them(tmp_path):
+    # query segments (frequency buckets, popularity) must reach the sweep report, not only metrics.json
+    runs = {
+        "human": with_segments(metrics("human")),
+        "utilsel": with_segments(metrics("utilsel", {"scifact_test": [0.05] * N_IN}), where="results"),
+        "bm25": metrics("bm25"),  # a run without segments: n/a in the segment tables
+    }
+    dirs = [write_run(tmp_path / name, m) for name, m in runs.items()]
+    proc = run_report([*dirs, "--out", tmp_path / "r"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    md = (tmp_path / "r" / "sweep.md").read_text()
+    part = md.split("## Results by query segment", 1)[1].split("## Runs", 1)[0]
+    for segment, off in SEGMENTS.items():
+        table = part.split(f"### Segment `{segment}`\n\n", 1)[1].split("\n\n", 1)[0]
+        lines = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in table.splitlines()]
+        header, body = lines[0], {r[1]: r for r in lines[2:]}
+        for name in ("human", "utilsel"):
+            g = runs[name]["groups"]
+            sci = g["in_domain"]["collections"]["scifact_test"]["nDCG@10"] + off
+            avg = g["out_of_domain"]["average"]["nDCG@10"] + off  # the mean of the collections' segment values
+            assert body[name][header.index("scifact_test nDCG@10")] == f"{sci:.3f}"
+            assert body[name][header.index("out_of_domain avg nDCG@10")] == f"{avg:.3f}"
+        assert body["bm25"][header.index("scifact_test nDCG@10")] == "n/a"
+    # the overall table is unchanged by the segments
+    assert cell(md, "utilsel", "scifact_test nDCG@10").startswith(
+        f"{runs['utilsel']['groups']['in_domain']['collections']['scifact_test']['nDCG@10']:.3f}")
+    data = json.loads((tmp_path / "r" / "sweep.json").read_text())
+    assert data["segments"] == ["high", "low"]
+    human = next(r for r in data["rows"] if r["name"] == "human")
+    c = human["cells"]["out_of_domain/cranfield/nDCG@10"]
+    assert c["segments"] == pytest.approx({
+        s: runs["human"]["groups"]["out_of_domain"]["collections"]["cranfield"]["nDCG@10"] + off for s, off in SEGMENTS.items()})
+    assert "segments" not in next(r for r in data["rows"] if r["name"] == "bm25")["cells"]["out_of_domain/cranfield/nDCG@10"]
