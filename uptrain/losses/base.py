@@ -1,4 +1,10 @@
-"""The loss interface and registry: ``loss(scores, labels)`` over [B, N] score matrices."""
+"""The loss interface and registry: ``loss(scores, labels, weights=None)`` over [B, N] score matrices.
+
+A loss says which model output it reads (``input``: ``"scores"`` [B, N], or ``"logits"``
+[B, N, C] of a multi-class head) and which target (``target``: ``"positive"`` multi-hot,
+``"utility"`` floats, ``"grade"`` integers); the training module hands it exactly those
+(see uptrain.model.batch), so a loss works for every model family that produces them.
+"""
 
 from __future__ import annotations
 
@@ -42,19 +48,36 @@ class RankingLoss(nn.Module):
     """
 
     name: str = "base"
+    input: str = "scores"  # the model output the loss reads: "scores" [B, N] or "logits" [B, N, C]
+    target: str = "positive"  # the target it reads: "positive", "utility" or "grade"
 
-    def forward(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, scores: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """With query ``weights`` w [B]: L = sum_{i in B+} w_i l_i / sum_{i in B+} w_i."""
         check_shapes(scores, labels)
         pos = labels.bool() & torch.isfinite(scores)
         rows = pos.any(dim=1)
         if not rows.any():
-            return scores.nan_to_num(0.0, 0.0, 0.0).sum() * 0.0  # zero, still connected to the graph
+            return zero_loss(scores)
         per_row = self.row_loss(scores[rows], pos[rows])
-        return per_row.mean()
+        return weighted_mean(per_row, weights, rows)
 
     def row_loss(self, scores: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Loss per row, for rows with at least one (finite) positive: returns [B']."""
         raise NotImplementedError(f"{type(self).__name__} must implement row_loss()")
+
+
+def zero_loss(scores: torch.Tensor) -> torch.Tensor:
+    return scores.nan_to_num(0.0, 0.0, 0.0).sum() * 0.0  # zero, still connected to the graph
+
+
+def weighted_mean(per_row: torch.Tensor, weights: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor:
+    """mean of ``per_row`` (the rows selected by ``rows``), weighted by ``weights[rows]`` when given."""
+    if weights is None:
+        return per_row.mean()
+    w = weights.to(per_row.device, per_row.dtype)[rows]
+    if w.shape != per_row.shape or (w < 0).any():
+        raise ValueError(f"weights must be non-negative, one per query: got shape {tuple(weights.shape)}")
+    return (w * per_row).sum() / w.sum().clamp(min=torch.finfo(per_row.dtype).tiny)
 
 
 def check_shapes(scores: torch.Tensor, labels: torch.Tensor) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from uptrain.losses.base import check_shapes, masked_logsumexp, register, RankingLoss
+from uptrain.losses.base import RankingLoss, check_shapes, masked_logsumexp, register, weighted_mean, zero_loss
 
 
 @register("kl")
@@ -18,6 +18,8 @@ class KLDivergence(RankingLoss):
     and the result is the mean over the remaining rows.
     """
 
+    target = "utility"
+
     def __init__(self, target_temperature: float = 1.0):
         super().__init__()
         if target_temperature <= 0:
@@ -27,13 +29,13 @@ class KLDivergence(RankingLoss):
     def extra_repr(self) -> str:
         return f"target_temperature={self.target_temperature}"
 
-    def forward(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, scores: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         check_shapes(scores, labels)
         u = labels.to(scores.dtype)
         valid = torch.isfinite(u) & torch.isfinite(scores)
         rows = valid.any(dim=1)
         if not rows.any():
-            return scores.nan_to_num(0.0, 0.0, 0.0).sum() * 0.0
+            return zero_loss(scores)
         s, u, valid = scores[rows], u[rows], valid[rows]
         u = (u / self.target_temperature).masked_fill(~valid, 0.0)
         log_u = u - masked_logsumexp(u, valid).unsqueeze(1)
@@ -42,4 +44,4 @@ class KLDivergence(RankingLoss):
         # log-likelihoods in the hundreds), and inf * 0 would put NaN into the gradient
         p_u = log_u.masked_fill(~valid, float("-inf")).exp()
         kl = (p_u * (log_u - log_r)).masked_fill(~valid, 0.0).sum(1)
-        return kl.mean()
+        return weighted_mean(kl, weights, rows)

@@ -1,33 +1,26 @@
 """Training examples: one query with a group of passages (sampled positives + pool negatives).
 
-Each item is (query, group of ``group_size`` passages, which of them are positives).
-Positives come from the label set through a positive sampler (pos-one / pos-avg /
-pos-all); the rest of the group is filled with the query's pool negatives (hard
-negatives), drawn without replacement while they last, then with replacement,
-then from random corpus documents when the pool has none. In-batch negatives
-are added by the loss-side scoring (every query sees every passage of the batch).
+Each item is (query, group of G passages, which of them are positives). Positives come
+from the label set through a positive sampler (pos-one / pos-avg / pos-all); the rest
+of the group is filled with the query's pool negatives (hard negatives), drawn without
+replacement while they last, then with replacement, then from random corpus documents
+when the pool has none. In-batch negatives are added by the bi-encoder's scoring.
+
+The group holds every positive the sampler asks for: G = max(group_size, P_max + 1),
+P_max the most positives sampled for one query (capped by ``max_positives`` when set),
+one size for the whole dataset so batches stay rectangular across items and DDP ranks.
+Positives cut by ``max_positives`` are counted in :attr:`GroupDataset.stats`.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import Sequence
 
 from torch.utils.data import Dataset
 
 from uptrain.labels.examples import LabelledQuery, stable_seed  # noqa: F401  (re-exported)
-
-
-@dataclass
-class TrainItem:
-    query_id: str
-    query: str
-    doc_ids: list[str]
-    passages: list[str]
-    is_positive: list[bool]
-    all_positives: frozenset[str]  # every known positive of the query, to mask false in-batch negatives
-    utilities: list[float] | None = None  # REPLUG utility of each passage of the group (soft labels)
+from uptrain.model.batch import TrainItem  # noqa: F401  (re-exported)
 
 
 class GroupDataset(Dataset):
@@ -38,9 +31,12 @@ class GroupDataset(Dataset):
         sampler,
         group_size: int = 8,
         seed: int = 0,
+        max_positives: int | None = None,
     ):
         if group_size < 2:
             raise ValueError(f"train.group_size must be >= 2 (one positive and a negative), got {group_size}")
+        if max_positives is not None and int(max_positives) < 1:
+            raise ValueError(f"train.max_positives must be >= 1 or null, got {max_positives}")
         self.examples = [e for e in examples if e.positives]
         self.skipped_no_positive = len(examples) - len(self.examples)
         if not self.examples:
@@ -51,13 +47,37 @@ class GroupDataset(Dataset):
         self.docs = docs
         self.sampler = sampler
         self.group_size = int(group_size)
+        self.max_positives = None if max_positives is None else int(max_positives)
         self.seed = int(seed)
         self.epoch = 0
         self._doc_ids = list(docs)
         self.sampler.fit([e.positives for e in self.examples])
+        # the first epoch's draw of every query fixes the group size; the samplers' sizes do not vary by epoch
+        asked = [len(self._sample(e, self._rng(e))) for e in self.examples]
+        kept = [min(n, self.max_positives) if self.max_positives else n for n in asked]
+        self.effective_group_size = max(self.group_size, max(kept) + 1)
+        self.stats = {
+            "group_size": self.group_size,
+            "effective_group_size": self.effective_group_size,
+            "max_positives": self.max_positives,
+            "positives_asked": sum(asked),
+            "positives_kept": sum(kept),
+            "positives_cut": sum(asked) - sum(kept),
+            "queries_with_cut": sum(a > k for a, k in zip(asked, kept)),
+            "max_positives_per_query": max(asked),
+        }
+
+    def _rng(self, ex: LabelledQuery) -> random.Random:
+        # a new draw of positives and negatives each epoch, reproducible from (seed, epoch, query)
+        return random.Random(stable_seed(self.seed, self.epoch, ex.query_id))
+
+    def _sample(self, ex: LabelledQuery, rng: random.Random) -> list[str]:
+        pos = list(self.sampler.sample(list(ex.positives), rng))
+        if not pos:  # a sampler must return at least one positive for a query that has some
+            pos = [rng.choice(ex.positives)]
+        return pos
 
     def set_epoch(self, epoch: int) -> None:
-        # a new draw of positives and negatives each epoch, reproducible from (seed, epoch, query)
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
@@ -65,11 +85,10 @@ class GroupDataset(Dataset):
 
     def __getitem__(self, i: int) -> TrainItem:
         ex = self.examples[i]
-        rng = random.Random(stable_seed(self.seed, self.epoch, ex.query_id))
-        pos = list(self.sampler.sample(list(ex.positives), rng))[: self.group_size - 1]
-        if not pos:  # a sampler must return at least one positive for a query that has some
-            pos = [rng.choice(ex.positives)]
-        n_neg = self.group_size - len(pos)
+        rng = self._rng(ex)
+        # the cap is max_positives (counted in stats); the group always has room for one negative
+        pos = self._sample(ex, rng)[: min(self.max_positives or 10**9, self.effective_group_size - 1)]
+        n_neg = self.effective_group_size - len(pos)
         positives = set(ex.positives)
         pool_neg = [d for d in ex.negatives if d not in positives]
         if len(pool_neg) >= n_neg:
@@ -83,6 +102,7 @@ class GroupDataset(Dataset):
                 if d not in positives:
                     neg.append(d)
         doc_ids = pos + neg
+        grades = getattr(ex, "grades", None)  # doc id -> grade, when the label source is graded
         return TrainItem(
             query_id=ex.query_id,
             query=ex.query,
@@ -91,4 +111,7 @@ class GroupDataset(Dataset):
             is_positive=[True] * len(pos) + [False] * len(neg),
             all_positives=frozenset(ex.positives),
             utilities=[float(ex.utilities.get(d, float("-inf"))) for d in doc_ids] if ex.utilities is not None else None,
+            # an ungraded negative is grade 0 (not relevant); an ungraded positive has no grade (-1)
+            grades=[int(grades.get(d, -1 if d in positives else 0)) for d in doc_ids] if grades is not None else None,
+            weight=float(getattr(ex, "weight", 1.0)),
         )

@@ -1,69 +1,52 @@
-"""Lightning module for contrastive bi-encoder training.
+"""The one Lightning module that trains every model family.
 
-Each query is scored against every passage of the batch: its own group
-(sampled positives + hard negatives) and, as in-batch negatives, the groups of
-the other queries, gathered across devices under DDP (``cross_device``). Known
-positives of a query that show up in another query's group are masked out
-(score -inf) rather than used as negatives.
+A step asks the family for ``scores [B, N']`` and targets (``model.batch_scores``), then
+applies the loss to the output and target it names (``loss.input``, ``loss.target``):
+a bi-encoder scores each query against every passage of the batch, gathered across
+devices under DDP (``cross_device``), with known positives of a query in another group
+masked; a cross-encoder scores each query's own group. InfoNCE / Conj / Disj / KL see
+a row of scores either way; the pointwise losses see pairs.
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
-from typing import Sequence
+import logging
 
 import lightning as L
 import torch
 
-from uptrain.model.biencoder import BiEncoder
-from uptrain.train.dataset import TrainItem
+from uptrain.errors import ConfigError
+from uptrain.model.base import RankingModel
+from uptrain.model.batch import Gather, ScoredBatch, TrainItem, doc_hash  # noqa: F401  (doc_hash re-exported)
+
+log = logging.getLogger("uptrain")
 
 
-def doc_hash(doc_id: str) -> int:
-    # a process-independent int64 id, so masks agree across DDP ranks
-    return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "little", signed=True)
+def GroupCollator(model: RankingModel):
+    """The family's own collator (kept under its old name for scripts that build one)."""
+    return model.collator()
 
 
-@dataclass
-class GroupCollator:
-    """Tokenises a list of TrainItems into query/passage tensors and the local label matrix."""
-
-    model: BiEncoder
-
-    def __call__(self, items: Sequence[TrainItem]) -> dict:
-        queries = [it.query for it in items]
-        passages = [p for it in items for p in it.passages]
-        n_p = len(passages)
-        pos_cols = torch.zeros(len(items), n_p, dtype=torch.bool)
-        col = 0
-        for i, it in enumerate(items):
-            for j, is_pos in enumerate(it.is_positive):
-                pos_cols[i, col + j] = is_pos
-            col += len(it.passages)
-        batch = {
-            "q": dict(self.model.tokenize(queries, "query")),
-            "p": dict(self.model.tokenize(passages, "passage")),
-            "pos_cols": pos_cols,
-            "p_hash": torch.tensor([doc_hash(d) for it in items for d in it.doc_ids], dtype=torch.long),
-            "q_pos_hashes": [[doc_hash(d) for d in it.all_positives] for it in items],
-        }
-        if any(it.utilities is not None for it in items):
-            # soft labels (REPLUG): a query's utilities over its own group, -inf (no utility) elsewhere
-            util = torch.full((len(items), n_p), float("-inf"))
-            col = 0
-            for i, it in enumerate(items):
-                if it.utilities is not None:
-                    util[i, col : col + len(it.utilities)] = torch.tensor(it.utilities)
-                col += len(it.passages)
-            batch["util_cols"] = util
-        return batch
+def check_loss_fits(model: RankingModel, loss: torch.nn.Module) -> None:
+    """Refuse a loss the model's outputs cannot feed, before any training step."""
+    name = getattr(loss, "name", type(loss).__name__)
+    if getattr(loss, "input", "scores") == "logits" and model.num_labels < 2:
+        raise ConfigError(
+            f"loss '{name}' classifies each pair into grades and needs a multi-class head; the "
+            f"{model.family} gives one score per pair. Use model=cross_encoder with model.num_labels "
+            "set to the number of grades, or a ranking loss (infonce, pointwise_bce)."
+        )
+    if getattr(loss, "single_logit", False) and model.num_labels > 1:
+        raise ConfigError(
+            f"loss '{name}' needs one logit per pair; this cross-encoder has num_labels={model.num_labels}. "
+            "Use model.num_labels=1, or loss=pointwise_ce for graded labels."
+        )
 
 
-class BiEncoderModule(L.LightningModule):
+class RankerModule(L.LightningModule):
     def __init__(
         self,
-        model: BiEncoder,
+        model: RankingModel,
         loss: torch.nn.Module,
         lr: float = 2e-5,
         weight_decay: float = 0.01,
@@ -72,13 +55,17 @@ class BiEncoderModule(L.LightningModule):
         cross_device: bool = True,
     ):
         super().__init__()
+        check_loss_fits(model, loss)
         self.model = model
         self.loss_fn = loss
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
         self.warmup_ratio = float(warmup_ratio)
-        self.in_batch_negatives = bool(in_batch_negatives)
+        self.in_batch_negatives = bool(in_batch_negatives) and model.supports_in_batch_negatives
         self.cross_device = bool(cross_device)
+        if in_batch_negatives and not model.supports_in_batch_negatives:
+            log.info("[train] a %s has no in-batch negatives: each query trains on its own group of passages "
+                     "(train.in_batch_negatives=true does not apply)", model.family)
 
     def on_fit_start(self) -> None:
         # from_pretrained returns the encoder in eval mode; Lightning keeps submodule modes
@@ -94,43 +81,43 @@ class BiEncoderModule(L.LightningModule):
         trainer = getattr(self, "_trainer", None)  # None outside trainer.fit (scoring a batch directly)
         return trainer.world_size if trainer is not None else 1
 
+    def gather(self) -> Gather | None:
+        """The cross-device gather for in-batch negatives, or None on one process."""
+        if not (self.cross_device and self.in_batch_negatives) or self._world_size() < 2:
+            return None
+        return Gather(self.all_gather, self.global_rank, self._world_size())
+
+    def score_batch(self, batch: dict) -> ScoredBatch:
+        return self.model.batch_scores(batch, self.gather(), self.in_batch_negatives)
+
+    def loss_inputs(self, out: ScoredBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the model output, the target) that the loss reads, with a clear error when absent."""
+        name = getattr(self.loss_fn, "name", type(self.loss_fn).__name__)
+        kind = getattr(self.loss_fn, "input", "scores")
+        target = getattr(self.loss_fn, "target", "positive")
+        inputs = out.logits if kind == "logits" else out.scores
+        if target not in out.targets:
+            raise ConfigError(
+                f"loss '{name}' needs '{target}' labels, which this batch does not carry"
+                + (": the label source gives no grades (TrainItem.grades); graded labels come from a graded "
+                   "label source (e.g. human qrels with grades)" if target == "grade" else "")
+            )
+        return inputs, out.targets[target]
+
     def scores_and_labels(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores [B, N] over every passage of the batch (all ranks), masked; labels multi-hot,
-        or float utilities (-inf: none) when the batch carries soft labels."""
-        q = self.model(**batch["q"])
-        p = self.model(**batch["p"])
-        p_hash = batch["p_hash"]
-        offset = 0
-        if self.cross_device and self.in_batch_negatives and self._world_size() > 1:
-            # sync_grads: gradients flow back to the rank that encoded each passage
-            p = self.all_gather(p, sync_grads=True).flatten(0, 1)
-            p_hash = self.all_gather(p_hash).flatten(0, 1)
-            offset = self.global_rank * batch["p_hash"].shape[0]
-        scores = self.model.score(q, p)
-        n_local = batch["pos_cols"].shape[1]
-        labels = torch.zeros_like(scores, dtype=torch.bool)
-        labels[:, offset : offset + n_local] = batch["pos_cols"]
-        keep = torch.ones_like(labels)
-        if not self.in_batch_negatives:
-            keep[:] = False
-            group = n_local // q.shape[0]
-            for i in range(q.shape[0]):
-                keep[i, offset + i * group : offset + (i + 1) * group] = True
-        for i, hashes in enumerate(batch["q_pos_hashes"]):
-            if hashes:
-                known = torch.isin(p_hash, torch.tensor(hashes, device=p_hash.device))
-                keep[i] &= ~(known & ~labels[i])
-        scores = scores.masked_fill(~keep, float("-inf"))
-        if "util_cols" in batch:  # soft labels: utilities in the local columns, no utility elsewhere
-            util = torch.full(scores.shape, float("-inf"), dtype=scores.dtype, device=scores.device)
-            util[:, offset : offset + n_local] = batch["util_cols"].to(scores.dtype)
-            return scores, util
-        return scores, labels
+        """What the loss is applied to: scores [B, N'] (or logits [B, N', C]) and its labels."""
+        return self.loss_inputs(self.score_batch(batch))
+
+    def compute_loss(self, batch: dict) -> tuple[torch.Tensor, ScoredBatch]:
+        out = self.score_batch(batch)
+        inputs, labels = self.loss_inputs(out)
+        w = out.weights
+        weights = None if w is None or bool((w == 1).all()) else w.to(inputs.device)
+        return self.loss_fn(inputs, labels, weights=weights), out
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        scores, labels = self.scores_and_labels(batch)
-        loss = self.loss_fn(scores, labels)
-        self.log("train/loss", loss, prog_bar=True, batch_size=scores.shape[0])
+        loss, out = self.compute_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=out.scores.shape[0])
         return loss
 
     def configure_optimizers(self):
@@ -147,3 +134,6 @@ class BiEncoderModule(L.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = get_linear_schedule_with_warmup(opt, int(self.warmup_ratio * total), total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+BiEncoderModule = RankerModule  # the name before the cross-encoder joined

