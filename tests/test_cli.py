@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, TINY, needs_data, run_cli, uptrain_command
+from conftest import DATA, NO_BASELINE, REPO, needs_data, run_cli, uptrain_command
+
+# the four collections of conf/eval/default.yaml
+DEFAULT_COLLECTIONS = {"scifact_test", "cranfield", "npl", "noveleval"}
 
 
 def test_help_lists_groups(cli_env, tmp_path):
@@ -31,7 +34,48 @@ def test_cfg_job_prints_composed_config_and_runs_nothing(cli_env, tmp_path):
 def test_paper_profile_composes_for_eight_gpus(cli_env, tmp_path):
     out = run_cli(["+exp=human", "profile=paper", "--cfg", "job"], cli_env, tmp_path).stdout
     assert "strategy: ddp_spawn" in out and "devices: 8" in out and "group_size: 16" in out
-    assert "passage_max_length: 156" in out and "temperature: 1.0" in out
+    # the logit scale that goes with the similarity is checked on the model in test_model.py
+    assert "passage_max_length: 156" in out and "query_max_length: 32" in out
+
+
+def compose(*overrides: str):
+    """The real config, composed as the CLI composes it (conf/ of this checkout)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("profile", ["smoke", "tiny"])
+def test_profile_shrinks_every_collection_and_keeps_the_users_groups(profile):
+    # bug: profile=smoke set eval.groups, so it silently swapped what the user asked for: the
+    # default out-of-domain collections (cranfield, npl, noveleval) became noveleval alone, and
+    # `eval=indomain` (no out-of-domain group) got noveleval back; a collection the user named
+    # ran at full size, since only scifact_test was shrunk
+    full = compose("+exp=human", "profile=demo")
+    cfg = compose("+exp=human", f"profile={profile}")
+    assert cfg.eval.groups == full.eval.groups
+    assert set(cfg.eval.groups.in_domain) | set(cfg.eval.groups.out_of_domain) == DEFAULT_COLLECTIONS
+    assert list(compose("+exp=human", "eval=indomain", f"profile={profile}").eval.groups.out_of_domain) == []
+    mine = compose("+exp=human", f"profile={profile}", "eval.groups.out_of_domain=[cranfield]")
+    assert list(mine.eval.groups.out_of_domain) == ["cranfield"]
+    # every collection of conf/eval/default.yaml is shrunk, the one the user named included
+    assert set(mine.eval.collections) == DEFAULT_COLLECTIONS
+    for name, c in mine.eval.collections.items():
+        assert c.max_queries is not None and 0 < c.max_queries <= 100, name
+        assert c.max_docs is not None and 0 < c.max_docs <= 600, name
+    assert mine.eval.depth <= 100 and mine.data.train.max_queries <= 64
+
+
+def test_tiny_profile_is_smoke_shrunk_further():
+    smoke, tiny = compose("+exp=human", "profile=smoke"), compose("+exp=human", "profile=tiny")
+    for name in DEFAULT_COLLECTIONS:
+        assert tiny.eval.collections[name].max_queries <= smoke.eval.collections[name].max_queries
+        assert tiny.eval.collections[name].max_docs <= smoke.eval.collections[name].max_docs
+    assert tiny.data.train.max_queries == 16 and tiny.train.batch_size == 4 and tiny.annotate.max_queries == 4
+    assert tiny.trainer.max_epochs == smoke.trainer.max_epochs == 1
+    # the experiment's own baseline stays: a profile shrinks, it does not switch runs off
+    assert tiny.eval.baseline == "zeroshot"
 
 
 def test_config_found_from_any_directory(cli_env, tmp_path):
@@ -61,7 +105,7 @@ def test_config_errors_are_one_paragraph_and_nonzero(cli_env, tmp_path, args, ex
 @needs_data
 def test_unknown_dataset_fails_fast_and_names_remedies(cli_env, tmp_path):
     proc = run_cli(
-        ["+exp=bm25", *TINY, "eval.groups.out_of_domain=[]", "eval.collections.scifact_test.dataset_id=beir/scifact/tset"],
+        ["+exp=bm25", "profile=tiny", "eval.groups.out_of_domain=[]", "eval.collections.scifact_test.dataset_id=beir/scifact/tset"],
         cli_env, tmp_path, check=False, timeout=120,
     )
     assert proc.returncode == 2, proc.stderr[-3000:]
@@ -76,7 +120,7 @@ def test_unknown_dataset_fails_fast_and_names_remedies(cli_env, tmp_path):
 @needs_data
 def test_missing_model_is_a_clear_error(cli_env, tmp_path):
     proc = run_cli(
-        ["+exp=zeroshot", *TINY, "eval.groups.out_of_domain=[]", "model.backbone=no-such-org/no-such-model"],
+        ["+exp=zeroshot", "profile=tiny", "eval.groups.out_of_domain=[]", "model.backbone=no-such-org/no-such-model"],
         cli_env, tmp_path, check=False, timeout=300,
     )
     assert proc.returncode == 2, proc.stderr[-3000:]
@@ -94,10 +138,12 @@ def _run_dir(stdout: str) -> Path:
 @needs_data
 @pytest.mark.slow
 def test_human_run_writes_everything_then_all_cache_hits(cli_env, tmp_path):
-    first = run_cli(["+exp=human", *TINY], cli_env, tmp_path)
+    first = run_cli(["+exp=human", "profile=tiny", NO_BASELINE], cli_env, tmp_path)
     run_dir = _run_dir(first.stdout)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert set(metrics["groups"]) == {"in_domain", "out_of_domain"}
+    # the profile shrinks every default collection and keeps them all
+    assert set(metrics["groups"]["out_of_domain"]["collections"]) == {"cranfield", "npl", "noveleval"}
     sci = metrics["groups"]["in_domain"]["collections"]["scifact_test"]
     assert set(sci) == {"RR@10", "R@50", "R@100", "nDCG@10"} and 0.0 < sci["nDCG@10"] <= 1.0
     assert len(metrics["per_query"]["in_domain"]["scifact_test"]["nDCG@10"]) == 12
@@ -107,13 +153,13 @@ def test_human_run_writes_everything_then_all_cache_hits(cli_env, tmp_path):
     assert "scifact_test" in report and "noveleval" in report and "```yaml" in report
     assert (run_dir / "config.yaml").is_file()
     run_lines = (run_dir / "runs" / "scifact_test.trec").read_text().splitlines()
-    assert len(run_lines) == 12 * 50 and len(run_lines[0].split()) == 6
+    assert len(run_lines) == 12 * 100 and len(run_lines[0].split()) == 6
     pool = [json.loads(x) for x in (run_dir / "artifacts" / "pool" / "pool.jsonl").read_text().splitlines()]
     assert len(pool) == 16 and {"query_id", "positives", "negatives"} <= set(pool[0])
     assert (run_dir / "artifacts" / "train_human" / "encoder" / "model.safetensors").is_file()
     assert list((run_dir / "lightning_logs").rglob("metrics.csv"))
 
-    second = run_cli(["+exp=human", *TINY], cli_env, tmp_path)
+    second = run_cli(["+exp=human", "profile=tiny", NO_BASELINE], cli_env, tmp_path)
     again = json.loads((_run_dir(second.stdout) / "metrics.json").read_text())
     assert {r["cache"] for r in again["stages"]} == {"hit"}
     assert again["groups"] == metrics["groups"]
@@ -123,7 +169,8 @@ def test_human_run_writes_everything_then_all_cache_hits(cli_env, tmp_path):
 @pytest.mark.slow
 def test_multirun_over_losses_reuses_one_pool(cli_env, tmp_path):
     proc = run_cli(
-        ["+exp=human", *TINY, "eval.groups.out_of_domain=[]", "--multirun", "loss=infonce,conj_infonce,disj_infonce"],
+        ["+exp=human", "profile=tiny", NO_BASELINE, "eval.groups.out_of_domain=[]", "--multirun",
+         "loss=infonce,conj_infonce,disj_infonce"],
         cli_env, tmp_path,
     )
     log = proc.stdout + proc.stderr
@@ -139,7 +186,7 @@ def test_multirun_over_losses_reuses_one_pool(cli_env, tmp_path):
 @needs_data
 @pytest.mark.slow
 def test_bm25_run_needs_no_encoder(cli_env, tmp_path):
-    proc = run_cli(["+exp=bm25", *TINY, "eval.groups.out_of_domain=[]"], cli_env, tmp_path)
+    proc = run_cli(["+exp=bm25", "profile=tiny", "eval.groups.out_of_domain=[]"], cli_env, tmp_path)
     metrics = json.loads((_run_dir(proc.stdout) / "metrics.json").read_text())
     labels = [r["label"] for r in metrics["stages"]]
     assert "model" not in labels and "index_scifact_test" in labels
@@ -149,9 +196,7 @@ def test_bm25_run_needs_no_encoder(cli_env, tmp_path):
 @needs_data
 @pytest.mark.slow
 def test_baseline_markers_against_named_experiment(cli_env, tmp_path):
-    args = ["+exp=human", *TINY, "eval.groups.out_of_domain=[]"]
-    args[args.index("eval.baseline=null")] = "eval.baseline=bm25"
-    proc = run_cli(args, cli_env, tmp_path)
+    proc = run_cli(["+exp=human", "profile=tiny", "eval.baseline=bm25", "eval.groups.out_of_domain=[]"], cli_env, tmp_path)
     run_dir = _run_dir(proc.stdout)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["baseline"]["name"] == "bm25"
@@ -165,7 +210,7 @@ def test_baseline_markers_against_named_experiment(cli_env, tmp_path):
 def test_killed_training_resumes_from_checkpoint(cli_env, tmp_path):
     """kill -9 once a checkpoint exists; the same command resumes from it and finishes."""
     args = [
-        "+exp=human", *TINY, "eval.groups.out_of_domain=[]", "data.train.max_queries=48",
+        "+exp=human", "profile=tiny", NO_BASELINE, "eval.groups.out_of_domain=[]", "data.train.max_queries=48",
         "train.checkpoint_every_n_steps=1", "trainer.max_epochs=2",
     ]
     proc = subprocess.Popen(
@@ -195,7 +240,8 @@ def test_killed_training_resumes_from_checkpoint(cli_env, tmp_path):
 @pytest.mark.slow
 def test_ddp_two_cpu_processes(cli_env, tmp_path):
     proc = run_cli(
-        ["+exp=human", *TINY, "eval.groups.out_of_domain=[]", "trainer=ddp", "trainer.devices=2", "trainer.accelerator=cpu"],
+        ["+exp=human", "profile=tiny", NO_BASELINE, "eval.groups.out_of_domain=[]", "trainer=ddp", "trainer.devices=2",
+         "trainer.accelerator=cpu"],
         cli_env, tmp_path,
     )
     metrics = json.loads((_run_dir(proc.stdout) / "metrics.json").read_text())
@@ -209,7 +255,7 @@ def test_ddp_two_cpu_processes(cli_env, tmp_path):
 def test_wandb_logger_runs_offline(cli_env, tmp_path):
     env = {k: v for k, v in cli_env.items() if k != "WANDB_API_KEY"}
     env["WANDB_MODE"] = "offline"
-    proc = run_cli(["+exp=human", *TINY, "eval.groups.out_of_domain=[]", "logger=wandb"], env, tmp_path)
+    proc = run_cli(["+exp=human", "profile=tiny", NO_BASELINE, "eval.groups.out_of_domain=[]", "logger=wandb"], env, tmp_path)
     run_dir = _run_dir(proc.stdout)
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert offline, sorted(p.name for p in run_dir.iterdir())
