@@ -17,6 +17,8 @@ from uptrain.annotate.backends import (
     get_backend,
 )
 from uptrain.annotate.backends import models
+from uptrain.cache import file_digest
+from uptrain.errors import UserError
 from uptrain.model.backbone import ModelUnavailableError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,7 +74,7 @@ def test_conversion_happens_once_and_is_reused(converted, cache_dir):
     weights = converted / "model.safetensors"
     assert weights.is_file() and (converted / "config.json").is_file()
     assert converted.parent == cache_dir / "llm"
-    assert converted.name.endswith(models.file_sha256(GGUF)[:12])
+    assert converted.name.endswith(file_digest(GGUF)[:12])
     mtime, count = weights.stat().st_mtime_ns, models.conversion_count
     # A leftover from an interrupted conversion must not be taken for the result.
     stale = converted.parent / f".{converted.name}.tmp-stale"
@@ -93,7 +95,7 @@ def test_converted_dir_loads_with_its_identity(backend, converted):
     assert backend.path == str(converted)
     spec = backend.spec()
     assert spec["backend"] == "transformers" and spec["model"] == models.DEFAULT_LLM
-    assert spec["model_sha"] == models.file_sha256(GGUF)
+    assert spec["model_sha"] == file_digest(GGUF)
     assert spec["dtype"] == "float32"
     assert backend.max_context >= 2048
     assert backend.count_tokens("hello world") > 0
@@ -146,6 +148,32 @@ def test_long_prompts_keep_their_end_and_are_counted(converted, cache_dir):
     assert gens[0].prompt_tokens == 64 - 4
     assert gens[1].prompt_tokens < 60 and gens[0].output_tokens > 0
     assert small.stats.extra["truncated_prompts"] == 1
+
+
+@needs_smollm
+def test_config_spec_is_the_loaded_backends_identity(backend, cache_dir):
+    """The cache key is computed without loading the model; it must name what the loaded model is."""
+    keyed = TransformersBackend.config_spec({"model": models.DEFAULT_LLM, "device": "auto", "dtype": "float32",
+                                             "cache_dir": str(cache_dir), "batch_size": 3})
+    loaded = backend.spec()
+    assert {k: keyed[k] for k in ("model_sha", "dtype", "device")} == {k: loaded[k] for k in ("model_sha", "dtype", "device")}
+
+
+@needs_smollm
+def test_fitted_prompt_fits_the_real_context_and_keeps_the_question(converted, cache_dir):
+    from uptrain.annotate.budget import PromptFitter
+    from uptrain.annotate.prompts import PromptRenderer
+
+    small = TransformersBackend(cache_dir=cache_dir, max_context=160, batch_size=2)
+    fitter = PromptFitter(PromptRenderer(version="v1"), small, max_words=None)
+    messages, cut = fitter.render("relsel", "what causes rain?", ["clouds hold water " * 80, "rain falls"], reserve=8)
+    assert small.prompt_length(messages) <= 160 - 8 and cut.prompts_truncated == 1 and cut.tokens_cut > 0
+    user = messages[-1]["content"]
+    assert user.startswith("Select the passages that are relevant to the question.")
+    assert "Question: what causes rain?" in user and "[2] rain falls" in user
+    gens = small.generate([messages], GenerationParams(max_new_tokens=8))
+    assert gens[0].prompt_tokens == small.prompt_length(messages)
+    assert small.stats.extra["truncated_prompts"] == 0  # the backend's last-resort cut never fires
 
 
 def test_get_backend_rejects_unknown_names():
@@ -239,8 +267,9 @@ def test_vllm_adapter_passes_engine_and_sampling_settings(monkeypatch):
 
 def test_vllm_missing_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail even where it is installed
-    with pytest.raises(ImportError, match=r"pip install \.\[vllm\].*CUDA"):
+    with pytest.raises(ImportError, match=r"pip install \.\[vllm\].*CUDA") as err:
         VLLMBackend("org/some-model")
+    assert isinstance(err.value, UserError)  # the CLI prints it as one paragraph, exit 2
 
 
 def test_importing_backends_does_not_import_vllm():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import ClassVar, Mapping, Sequence
 
 Messages = list[dict[str, str]]  # [{"role": "system"|"user"|"assistant", "content": "..."}]
 
@@ -46,9 +46,30 @@ class BackendStats:
 
 
 class Backend(ABC):
-    """Runs one model. ``spec()`` identifies the model and backend for cache keys."""
+    """Runs one model. ``spec()`` identifies the model and backend for cache keys.
+
+    ``config_spec(config)`` gives the same identity from the backend's config alone, without
+    loading anything, so a stage's cache key is known before the model is: it must hold every
+    setting that changes outputs, with values resolved as the constructor would resolve them
+    on this machine (a model's file hash, the dtype and device that ``auto`` picks).
+    """
 
     name: str = "base"
+    #: constructor arguments that change speed or placement, never outputs (left out of cache keys)
+    RUNTIME_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"device", "batch_size", "cache_dir", "gpu_memory_utilization", "tensor_parallel_size"}
+    )
+
+    @classmethod
+    def check_config(cls, config: Mapping) -> None:
+        """Raise a :class:`uptrain.errors.UserError` for a config this backend cannot run here
+        (a bad value, a missing extra), cheaply and before the model loads."""
+
+    @classmethod
+    def config_spec(cls, config: Mapping) -> dict:
+        """The settings of a backend config (``_target_`` and constructor arguments) that determine
+        its outputs; subclasses add what they resolve (model hash, dtype, device)."""
+        return {k: v for k, v in config.items() if k not in cls.RUNTIME_KEYS}
 
     @abstractmethod
     def spec(self) -> dict:
@@ -63,10 +84,14 @@ class Backend(ABC):
         """Sum of log-probabilities of each continuation's tokens after its chat context (REPLUG)."""
 
     @property
-    @abstractmethod
     def max_context(self) -> int:
-        """Longest prompt + output the model takes, in tokens."""
+        """Longest prompt + output the model takes, in tokens (backends set ``_max_context``)."""
+        return int(self._max_context)
 
-    @abstractmethod
     def count_tokens(self, text: str) -> int:
-        """Tokens of a plain text (to budget passages into the context)."""
+        """Tokens of a plain text (to budget passages into the context); backends set ``tokenizer``."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt_length(self, messages: Messages) -> int:
+        """Tokens of a chat prompt as the model sees it (template included); by default, its contents'."""
+        return sum(self.count_tokens(m["content"]) for m in messages)

@@ -7,7 +7,6 @@ runs load that directory in about a second.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -16,6 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from uptrain.cache import default_cache_dir, dir_digest, file_digest
 from uptrain.model.backbone import ModelUnavailableError
 
 DEFAULT_LLM = "smollm2-135m-instruct"
@@ -37,27 +37,6 @@ SOURCE_FILE = "uptrain_source.json"  # written into a converted directory: which
 
 # Conversions done by this process; lets tests check that a warm cache does not convert again.
 conversion_count = 0
-
-_sha_memo: dict[tuple[str, int, int], str] = {}
-
-
-def default_cache_dir() -> Path:
-    value = os.environ.get("UPTRAIN_CACHE_DIR", "").strip()
-    return Path(value).expanduser() if value else Path.home() / ".cache" / "uptrain"
-
-
-def file_sha256(path: Path) -> str:
-    """Full sha256 of a file, memoized by (path, size, mtime) since model files are large."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _sha_memo:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(chunk)
-        _sha_memo[key] = digest.hexdigest()
-    return _sha_memo[key]
-
 
 def packaged_gguf_path(alias: str) -> Path:
     """The GGUF file of a packaged alias, found without importing the package (its imports may be absent)."""
@@ -122,7 +101,7 @@ def convert_gguf(gguf: Path, cache_dir: Path | None = None, dtype: str = "float3
     import torch
 
     gguf = Path(gguf).expanduser().resolve()
-    sha = file_sha256(gguf)
+    sha = file_digest(gguf)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     target = root / "llm" / f"{gguf.stem}-{sha[:12]}"
     if (target / "config.json").is_file():
@@ -165,22 +144,43 @@ def resolve_llm(model: str, cache_dir: Path | None = None) -> str:
     return model
 
 
-def model_sha(resolved: str) -> str:
-    """Identity of resolved weights: the source GGUF's sha256, else a hash of the config and weight files' sizes."""
-    path = Path(resolved)
+# The files of a model directory that determine its outputs (weights, config, tokenizer).
+MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".tiktoken", ".gguf")
+
+
+def hub_snapshot(name: str) -> Path | None:
+    """The local copy of a hub model in the Hugging Face cache, without network; None when absent."""
+    if "/" not in name or name.startswith((".", "/", "~")):
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached, no hub library, or not a valid repo id: not on disk
+        return None
+
+
+def model_sha(model: str) -> str:
+    """Identity of an annotator model's weights, computed without loading (or converting) it.
+
+    A packaged alias or a ``.gguf`` file: the GGUF's sha256 (a directory converted from it
+    records the same value). A local directory, or a hub name with a copy in the Hugging Face
+    cache: a hash of the names and contents of its weight, config and tokenizer files. A hub
+    name with no copy on disk: ``hub:<name>`` (the hub resolves it when loading).
+    """
+    if model in PACKAGED_LLMS:
+        return file_digest(packaged_gguf_path(model))
+    path = Path(model).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return file_digest(path)
     if not path.is_dir():
-        return f"hub:{resolved}"
+        path = hub_snapshot(model)
+        if path is None:
+            return f"hub:{model}"
     source = path / SOURCE_FILE
     if source.is_file():
         return json.loads(source.read_text())["sha256"]
-    digest = hashlib.sha256()
-    config = path / "config.json"
-    if config.is_file():
-        digest.update(config.read_bytes())
-    # Hashing gigabytes of weights on every start is too slow; names and sizes catch swapped checkpoints.
-    for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
-        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
-    return digest.hexdigest()
+    return dir_digest(path, MODEL_FILE_SUFFIXES)
 
 
 def load_llm(model: str, cache_dir: Path | None = None, dtype=None):

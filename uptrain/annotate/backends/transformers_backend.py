@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from uptrain.annotate.backends.base import Backend, BackendStats, Generation, GenerationParams, Messages
 from uptrain.annotate.backends.models import DEFAULT_LLM, load_llm, model_sha
+from uptrain.errors import ConfigError
+
+log = logging.getLogger("uptrain")
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
            "float16": "float16", "fp16": "float16"}
@@ -30,12 +34,37 @@ def _pick_dtype(dtype: str, device: str):
             return torch.bfloat16
         return torch.float32
     if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of auto, {', '.join(sorted(set(_DTYPES.values())))}; got {dtype!r}")
+        raise ConfigError(f"annotator.backend.dtype: "f"dtype must be one of auto, {', '.join(sorted(set(_DTYPES.values())))}; got {dtype!r}")
     return getattr(torch, _DTYPES[dtype])
+
+
+def _device_type(device: str) -> str:
+    """'cuda:1' -> 'cuda': the kind of device changes numerics, which one of a kind does not."""
+    return str(device).split(":", 1)[0]
 
 
 class TransformersBackend(Backend):
     name = "transformers"
+
+    @classmethod
+    def check_config(cls, config: Mapping) -> None:
+        batch = config.get("batch_size", 8)
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ConfigError(f"annotator.backend.batch_size must be an integer of at least 1, got {batch!r}")
+        _pick_dtype(str(config.get("dtype", "float32")), _pick_device(str(config.get("device", "auto"))))
+
+    @classmethod
+    def config_spec(cls, config: Mapping) -> dict:
+        """The config's output-determining settings, with the model's file hash and the dtype and
+        device that ``auto`` resolves to here, as the constructor would pick them."""
+        device = _pick_device(str(config.get("device", "auto")))
+        dtype = _pick_dtype(str(config.get("dtype", "float32")), device)
+        return {
+            **super().config_spec(config),
+            "model_sha": model_sha(str(config.get("model", DEFAULT_LLM))),
+            "dtype": str(dtype).replace("torch.", ""),
+            "device": _device_type(device),
+        }
 
     def __init__(
         self,
@@ -49,7 +78,7 @@ class TransformersBackend(Backend):
         import torch
 
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"annotator.backend.batch_size must be at least 1, got {batch_size}")
         self.model_name = model
         self.device = _pick_device(device)
         self.torch_dtype = _pick_dtype(dtype, self.device)
@@ -57,7 +86,7 @@ class TransformersBackend(Backend):
         self.tokenizer, self.model, self.path = load_llm(model, cache_dir, dtype=self.torch_dtype)
         self.model.to(self.device)
         self.model.eval()
-        self.model_sha = model_sha(self.path)
+        self.model_sha = model_sha(model)
 
         tok = self.tokenizer
         # Left padding keeps every prompt's last token at the same position, where generation continues.
@@ -88,15 +117,12 @@ class TransformersBackend(Backend):
             "model": self.model_name,
             "model_sha": self.model_sha,
             "dtype": str(self.torch_dtype).replace("torch.", ""),
+            "device": _device_type(self.device),
             "max_context": self._max_context,
         }
 
-    @property
-    def max_context(self) -> int:
-        return self._max_context
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+    def prompt_length(self, messages: Messages) -> int:
+        return len(self._prompt_ids(messages))
 
     # --- prompts --------------------------------------------------------------
     def render(self, messages: Messages) -> str:
@@ -107,6 +133,11 @@ class TransformersBackend(Backend):
     def _prompt_ids(self, messages: Messages) -> list[int]:
         # A chat template writes its own special tokens; a plain prompt gets the tokenizer's (e.g. BOS).
         return self.tokenizer(self.render(messages), add_special_tokens=not self.has_chat_template)["input_ids"]
+
+    def _count_cut(self, where: str, limit: int) -> None:
+        n = self.stats.extra["truncated_prompts"] = self.stats.extra.get("truncated_prompts", 0) + 1
+        log.warning("[annotator] %s: a prompt over %d tokens lost its beginning (%d so far); fit passages "
+                    "to the budget first (uptrain.annotate.budget.PromptFitter)", where, limit, n)
 
     def _left_pad(self, rows: list[list[int]]):
         torch = self._torch
@@ -146,9 +177,10 @@ class TransformersBackend(Backend):
         for messages in prompts:
             ids = self._prompt_ids(messages)
             if len(ids) > limit:
-                # Keep the end: the instruction and the answer cue come last in every annotation prompt.
+                # A last resort for callers that did not fit their prompts (the annotation stages fit
+                # passages to the budget first, uptrain.annotate.budget): keep the end, count it, say so.
                 ids = ids[-limit:]
-                self.stats.extra["truncated_prompts"] = self.stats.extra.get("truncated_prompts", 0) + 1
+                self._count_cut("generate", limit)
             encoded.append(ids)
 
         config = GenerationConfig(
@@ -198,7 +230,7 @@ class TransformersBackend(Backend):
             full = ctx + cont
             if len(full) > self._max_context:
                 full = full[-self._max_context:]  # the continuation must survive; the context start goes
-                self.stats.extra["truncated_prompts"] = self.stats.extra.get("truncated_prompts", 0) + 1
+                self._count_cut("loglikelihood", self._max_context)
             pairs.append((full, min(len(cont), len(full) - 1)))
 
         scores = [0.0] * len(pairs)

@@ -5,27 +5,69 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from uptrain.annotate.backends.base import Backend, BackendStats, Generation, GenerationParams, Messages
-from uptrain.annotate.backends.models import DEFAULT_LLM, model_sha, resolve_llm
+from uptrain.annotate.backends.models import DEFAULT_LLM, PACKAGED_LLMS, hub_snapshot, model_sha, resolve_llm
+from uptrain.errors import UserError
 
 
-class VLLMUnavailableError(ImportError):
-    """vLLM is not installed (or cannot be imported here)."""
+class VLLMUnavailableError(UserError, ImportError):
+    """vLLM is not installed (or cannot be imported here): the user's to fix (an extra, a GPU)."""
+
+
+def _checkpoint_dtype(model: str) -> str | None:
+    """The dtype a local checkpoint was saved in (its config.json), without loading it."""
+    if model in PACKAGED_LLMS or model.endswith(".gguf"):
+        return "float32"  # a GGUF is converted into a float32 checkpoint (models.convert_gguf)
+    path = Path(model).expanduser()
+    folder = path if path.is_dir() else hub_snapshot(model)
+    config = folder / "config.json" if folder is not None else None
+    if config is None or not config.is_file():
+        return None
+    cfg = json.loads(config.read_text())
+    return str(cfg.get("torch_dtype") or cfg.get("dtype") or "float32").replace("torch.", "")
+
+
+def resolve_auto_dtype(dtype: str, model: str) -> str:
+    """What vLLM's ``dtype="auto"`` runs: float16 for a float32 or float16 checkpoint, else the
+    checkpoint's own dtype; 'auto' stays only for a hub model with no local copy to read."""
+    if dtype != "auto":
+        return dtype
+    saved = _checkpoint_dtype(model)
+    if saved is None:
+        return "auto"
+    return "float16" if saved in ("float32", "float16") else saved
+
+
+def _unavailable(reason: str) -> VLLMUnavailableError:
+    return VLLMUnavailableError(
+        "The vllm annotator backend needs the `vllm` package: install it with `pip install .[vllm]` "
+        "(or `pip install uptrain[vllm]`). vLLM runs on CUDA GPUs only; on a machine without one, use "
+        f"the transformers backend (annotator=transformers). {reason}"
+    )
+
+
+def vllm_installed() -> bool:
+    """Whether ``import vllm`` can work, found without importing it."""
+    if "vllm" in sys.modules:
+        return sys.modules["vllm"] is not None
+    try:
+        return importlib.util.find_spec("vllm") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _import_vllm():
     try:
         import vllm
     except ImportError as exc:
-        raise VLLMUnavailableError(
-            "The vllm annotator backend needs the `vllm` package: install it with `pip install .[vllm]`. "
-            "vLLM runs on CUDA GPUs only; on a CPU use the transformers backend "
-            f"(annotator=transformers). Import failed with: {exc}"
-        ) from exc
+        raise _unavailable(f"Import failed with: {exc}") from exc
     return vllm
 
 
@@ -47,8 +89,8 @@ class VLLMBackend(Backend):
         self._vllm = vllm
         self.model_name = model
         self.path = resolve_llm(model, cache_dir)
-        self.model_sha = model_sha(self.path)
-        self.dtype = dtype
+        self.model_sha = model_sha(model)
+        self.dtype = resolve_auto_dtype(dtype, model)
         self.quantization = quantization
         self.llm = vllm.LLM(
             model=self.path,
@@ -72,21 +114,35 @@ class VLLMBackend(Backend):
                 return int(requested)
             return int(min(getattr(self.tokenizer, "model_max_length", 2048), 1_000_000))
 
+    @classmethod
+    def check_config(cls, config: Mapping) -> None:
+        if not vllm_installed():
+            raise _unavailable("It is not installed here.")
+
+    @classmethod
+    def config_spec(cls, config: Mapping) -> dict:
+        """The config's output-determining settings, with the model's file hash and the dtype that
+        ``auto`` runs; vLLM runs on CUDA only. Nothing is imported from vllm here."""
+        model = str(config.get("model", DEFAULT_LLM))
+        return {
+            **super().config_spec(config),
+            "model_sha": model_sha(model),
+            "dtype": resolve_auto_dtype(str(config.get("dtype", "auto")), model),
+            "device": "cuda",
+        }
+
     def spec(self) -> dict:
         return {
             "backend": self.name,
             "model": self.model_name,
             "model_sha": self.model_sha,
             "dtype": self.dtype,
+            "device": "cuda",
             "quantization": self.quantization,
         }
 
-    @property
-    def max_context(self) -> int:
-        return self._max_context
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+    def prompt_length(self, messages: Messages) -> int:
+        return len(self._render(messages))
 
     def sampling_params(self, params: GenerationParams, **extra):
         return self._vllm.SamplingParams(
