@@ -6,7 +6,9 @@ utilsel  utility selection among the relevance-selected passages, given the pseu
 utilrank utility ranking of the relevance-selected passages; the top k% (at least one) are kept
 
 Each step sends the prompts of every query of the batch to the backend in one call,
-so batched generation pays off. A query with no relevance-selected passage gets no
+so batched generation pays off. Prompts over the model's context are fitted by shortening
+their passages, never the instruction or the question (:mod:`uptrain.annotate.budget`);
+each query's record counts what was cut. A query with no relevance-selected passage gets no
 answer, no utility-selected and no ranked passage (it is then skipped in training
 and counted).
 """
@@ -17,11 +19,27 @@ import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from uptrain.annotate.backends.base import Backend, GenerationParams
+from uptrain.annotate.backends.base import Backend, GenerationParams, Messages
+from uptrain.annotate.budget import PromptFitter, TruncationStats
 from uptrain.annotate.parse import ParseStats, parse_answer, parse_selection
 from uptrain.annotate.prompts import PromptRenderer, window
+from uptrain.errors import ConfigError
 
 STEPS = ("relsel", "answer", "utilsel", "utilrank")
+SELECTION_STEPS = ("relsel", "utilsel", "utilrank")  # the steps whose output is a set of positives
+_NEEDS = {"answer": "relsel", "utilsel": "answer", "utilrank": "relsel"}
+
+
+def check_steps(steps: Sequence[str], setting: str = "annotate.steps") -> list[str]:
+    """The steps as a list; a ConfigError naming ``setting`` for an unknown step or one whose input is missing."""
+    steps = list(steps)
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        raise ConfigError(f"{setting}: unknown annotation steps {unknown}; known: {', '.join(STEPS)}")
+    for step in steps:
+        if step in _NEEDS and _NEEDS[step] not in steps:
+            raise ConfigError(f"{setting}: annotation step '{step}' needs '{_NEEDS[step]}' before it")
+    return steps
 
 
 @dataclass
@@ -39,6 +57,7 @@ class QueryAnnotation:
     prompts: int = 0
     prompt_tokens: int = 0
     output_tokens: int = 0
+    truncation: dict = field(default_factory=dict)  # what fitting its prompts to the budget cut (TruncationStats.cuts)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -50,7 +69,7 @@ class QueryAnnotation:
     def positives(self, step: str) -> list[str]:
         """The passages a label source built on ``step`` treats as positives."""
         value = {"relsel": self.relsel, "utilsel": self.utilsel, "utilrank": self.utilrank_top}.get(step)
-        if step not in ("relsel", "utilsel", "utilrank"):
+        if step not in SELECTION_STEPS:
             raise ValueError(f"no positives for step '{step}' (one of relsel, utilsel, utilrank)")
         return list(value or [])
 
@@ -74,15 +93,21 @@ class AnnotationPipeline:
     parse_stats: dict[str, ParseStats] = field(default_factory=dict)
 
     def __post_init__(self):
-        unknown = [s for s in self.steps if s not in STEPS]
-        if unknown:
-            raise ValueError(f"unknown annotation steps {unknown}; known: {', '.join(STEPS)}")
-        needed = {"answer": "relsel", "utilsel": "answer", "utilrank": "relsel"}
-        for step in self.steps:
-            if step in needed and needed[step] not in self.steps:
-                raise ValueError(f"annotation step '{step}' needs '{needed[step]}' before it")
+        self.steps = check_steps(self.steps)
         for s in STEPS:
             self.parse_stats.setdefault(s, ParseStats())
+        self.fitter = PromptFitter(self.renderer, self.backend, self.max_passage_words)
+
+    @property
+    def truncation(self) -> TruncationStats:
+        """What fitting every prompt so far to the token budget cut."""
+        return self.fitter.stats
+
+    def _prompt(self, ann: "QueryAnnotation", step: str, passages: list[str], answer: str | None) -> Messages:
+        messages, cut = self.fitter.render(step, ann.query, passages, answer=answer, reserve=self.params.max_new_tokens)
+        if cut.prompts_truncated:
+            ann.truncation = TruncationStats().merge(ann.truncation).merge(cut).cuts()
+        return messages
 
     @staticmethod
     def _count(ann: QueryAnnotation, out) -> None:
@@ -99,10 +124,7 @@ class AnnotationPipeline:
             pool = getattr(ann, pick)
             for win in window(list(pool or []), self.window_size):
                 jobs.append((qi, win))
-                prompts.append(self.renderer.render(
-                    step, ann.query, [docs.get(d, "") for d in win],
-                    answer=ann.answer if answer else None, max_words=self.max_passage_words,
-                ))
+                prompts.append(self._prompt(ann, step, [docs.get(d, "") for d in win], ann.answer if answer else None))
         selected: list[list[str]] = [[] for _ in items]
         outputs = self.backend.generate(prompts, self.params) if prompts else []
         for (qi, win), out in zip(jobs, outputs):
@@ -124,8 +146,7 @@ class AnnotationPipeline:
                 ann.relsel = sel
         if "answer" in self.steps:
             todo = [a for a in items if a.relsel]
-            prompts = [self.renderer.render("answer", a.query, [docs.get(d, "") for d in a.relsel],
-                                            max_words=self.max_passage_words) for a in todo]
+            prompts = [self._prompt(a, "answer", [docs.get(d, "") for d in a.relsel], None) for a in todo]
             outs = self.backend.generate(prompts, self.params) if prompts else []
             for a, out in zip(todo, outs):
                 a.answer = parse_answer(out.text)
