@@ -25,23 +25,20 @@ killed run resumes where it stopped.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
+from omegaconf import DictConfig
 
-from uptrain.annotate.prompts import PromptRenderer
+from uptrain.annotate.annotator import AnnotatorStage, annotated_pool
+from uptrain.annotate.budget import PromptFitter, TruncationStats
 from uptrain.annotate.quality import selection_quality
-from uptrain.annotate.shards import ShardWriter, collect, pending
-from uptrain.annotate.stage import annotated_pool, backend_spec
-from uptrain.graph import Artifact, Stage
+from uptrain.cache import file_digest
+from uptrain.errors import ConfigError
+from uptrain.graph import Artifact
 
 log = logging.getLogger("uptrain")
 
@@ -61,14 +58,24 @@ class UtilityLabels:
         return [max(self.utilities, key=lambda d: (self.utilities[d], d))]
 
 
+class AnswerFileMissing(ConfigError, FileNotFoundError):
+    """The REPLUG answer file named in the config does not exist."""
+
+
+def missing_answers_error(path: Path) -> AnswerFileMissing:
+    return AnswerFileMissing(
+        f"The REPLUG answer file {str(path)!r} (absolute: {str(Path(path).absolute())!r}) does not exist. Give a "
+        'JSONL file of {"query_id": ..., "answers": [...]} rows with labels.replug_answers=PATH (a path relative '
+        "to the directory uptrain runs in, or absolute; or the replug source's answers parameter), or score the "
+        "pipeline's pseudo answers with labels.replug_answers=pseudo."
+    )
+
+
 def read_answer_file(path: str | Path) -> dict[str, str]:
     """query_id -> first ground-truth answer, from JSONL rows with ``answers`` (list) or ``answer``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"REPLUG answer file {path} does not exist: give a JSONL file of "
-            '{"query_id": ..., "answers": [...]} rows, or annotate.replug_answers=pseudo'
-        )
+        raise missing_answers_error(path)
     answers = {}
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -84,11 +91,13 @@ def read_answer_file(path: str | Path) -> dict[str, str]:
     return answers
 
 
-class ReplugStage(Stage[dict]):
+class ReplugStage(AnnotatorStage[dict]):
     """Scores every pool passage of each annotated query with the answer's log-likelihood."""
 
     name = "replug"
-    version = 1
+    # 2: the annotator's model hash and resolved dtype/device in the key; over-long prompts keep
+    # their instruction and question (the passage is shortened, counted in stats.json)
+    version = 2
 
     def __init__(
         self,
@@ -97,25 +106,30 @@ class ReplugStage(Stage[dict]):
         max_queries: int | None = None,
         batch_queries: int = 4,
     ):
-        self.annotator = OmegaConf.to_container(annotator, resolve=True) if isinstance(annotator, DictConfig) else dict(annotator)
+        super().__init__(annotator, batch_queries)
         self.answers = str(answers)
         self.max_queries = max_queries
-        self.batch_queries = int(batch_queries)
-        self.renderer = PromptRenderer(version=self.annotator.get("prompt_version", "v1"))
         # pseudo answers come from the annotation artifact; a file of answers needs none
         self.inputs = ("data", "pool", "annotations") if self.answers == "pseudo" else ("data", "pool")
+        self._check_answers()
+
+    def _check_answers(self) -> None:
+        if self.answers != "pseudo" and not Path(self.answers).expanduser().is_file():
+            raise missing_answers_error(Path(self.answers).expanduser())
+
+    def validate(self) -> None:
+        super().validate()
+        self._check_answers()
 
     def _answer_source(self) -> dict:
         if self.answers == "pseudo":
             return {"kind": "pseudo"}
-        data = Path(self.answers).read_bytes() if Path(self.answers).is_file() else b""
-        return {"kind": "file", "sha256": hashlib.sha256(data).hexdigest()}
+        self._check_answers()
+        return {"kind": "file", "sha256": file_digest(Path(self.answers).expanduser())}
 
     def spec(self) -> dict:
         return {
-            "backend": backend_spec(self.annotator),
-            "prompts": self.renderer.fingerprint(),
-            "max_passage_words": self.annotator.get("max_passage_words"),
+            **self.model_spec(),
             "answers": self._answer_source(),
             "max_queries": self.max_queries,
         }
@@ -123,56 +137,50 @@ class ReplugStage(Stage[dict]):
     def _answers(self, inputs: Mapping[str, Artifact]) -> dict[str, str]:
         if self.answers == "pseudo":
             return {q: (a.answer or "").strip() for q, a in inputs["annotations"].value.items()}
-        return read_answer_file(self.answers)
+        return read_answer_file(Path(self.answers).expanduser())
 
     def build(self, out: Path, work: Path, inputs: Mapping[str, Artifact]) -> None:
         collection = inputs["data"].value
         pool = annotated_pool(inputs["pool"].value, self.max_queries, "score")
         answers = self._answers(inputs)
-        shards = work / "shards"
-        left = set(pending(shards, [e.query_id for e in pool], "replug"))
-        todo = [e for e in pool if e.query_id in left]
-        if todo:
-            backend = instantiate(self.annotator["backend"])
-            writer = ShardWriter(shards)
-            words = self.annotator.get("max_passage_words")
-            bar = tqdm(total=len(pool), initial=len(pool) - len(todo), unit="q", desc="replug", dynamic_ncols=True)
-            try:
-                for start in range(0, len(todo), self.batch_queries):
-                    batch = todo[start : start + self.batch_queries]
-                    contexts, conts, owners = [], [], []
-                    for e in batch:
-                        answer = answers.get(e.query_id, "")
-                        if not answer:
-                            continue
-                        for d in e.candidates:
-                            contexts.append(self.renderer.render("answer", e.query, [collection.docs.get(d, "")], max_words=words))
-                            conts.append(answer)
-                            owners.append((e.query_id, d))
-                    t0 = time.time()
-                    tokens0 = backend.stats.prompt_tokens
-                    scores = backend.loglikelihood(contexts, conts) if contexts else []
-                    per_query = (time.time() - t0) / len(batch)
-                    tokens = (backend.stats.prompt_tokens - tokens0) / len(batch)
-                    by_query: dict[str, dict[str, float]] = {}
-                    for (q, d), s in zip(owners, scores):
-                        by_query.setdefault(q, {})[d] = float(s)
-                    for e in batch:
-                        writer.append({
-                            "query_id": e.query_id,
-                            "answer": answers.get(e.query_id, ""),
-                            "utilities": by_query.get(e.query_id, {}),
-                            "prompt_tokens": round(tokens),
-                            "seconds": round(per_query, 3),
-                        })
-                    bar.update(len(batch))
-            finally:
-                writer.close()
-                bar.close()
-        self._publish(out, work, pool)
+        fitter = None
 
-    def _publish(self, out: Path, work: Path, pool) -> None:
-        ordered = collect(work / "shards", [e.query_id for e in pool], "REPLUG scoring", out / "utilities.jsonl")
+        def score(batch: list) -> list[dict]:
+            nonlocal fitter
+            backend = self.backend()
+            fitter = fitter or PromptFitter(self.renderer, backend, self.annotator.get("max_passage_words"))
+            contexts, conts, owners = [], [], []
+            cuts: dict[str, TruncationStats] = {}
+            for e in batch:
+                answer = answers.get(e.query_id, "")
+                if not answer:
+                    continue
+                reserve = backend.count_tokens(answer)  # the continuation follows the prompt in the context
+                for d in e.candidates:
+                    messages, cut = fitter.render("answer", e.query, [collection.docs.get(d, "")], reserve=reserve)
+                    if cut.prompts_truncated:
+                        cuts.setdefault(e.query_id, TruncationStats()).merge(cut)
+                    contexts.append(messages)
+                    conts.append(answer)
+                    owners.append((e.query_id, d))
+            tokens0 = backend.stats.prompt_tokens
+            scores = backend.loglikelihood(contexts, conts) if contexts else []
+            tokens = (backend.stats.prompt_tokens - tokens0) / len(batch)
+            by_query: dict[str, dict[str, float]] = {}
+            for (q, d), s in zip(owners, scores):
+                by_query.setdefault(q, {})[d] = float(s)
+            return [{
+                "query_id": e.query_id,
+                "answer": answers.get(e.query_id, ""),
+                "utilities": by_query.get(e.query_id, {}),
+                "prompt_tokens": round(tokens),
+                "truncation": cuts[e.query_id].cuts() if e.query_id in cuts else {},
+            } for e in batch]
+
+        ordered = self.run_shards(work, pool, score, "replug", "REPLUG scoring", out / "utilities.jsonl")
+        self._publish(out, ordered, pool)
+
+    def _publish(self, out: Path, ordered: list[dict], pool) -> None:
         labels = [UtilityLabels(r["query_id"], r["answer"], r["utilities"]) for r in ordered]
         human = {e.query_id: list(e.positives) for e in pool}
         # the top-1 passage by utility, judged against the human positives as the other steps are
@@ -183,17 +191,21 @@ class ReplugStage(Stage[dict]):
                     f.write(f"{u.query_id} 0 {d} 1\n")
         seconds = sum(float(r["seconds"]) for r in ordered)
         tokens = sum(int(r["prompt_tokens"]) for r in ordered)
+        passages = sum(len(u.utilities) for u in labels)
+        truncation = TruncationStats.of_records(ordered, passages)
         stats = {
             "queries": len(labels),
             "queries_without_answer": sum(1 for u in labels if not u.answer),
-            "passages_scored": sum(len(u.utilities) for u in labels),
+            "passages_scored": passages,
             "answers": self.answers if self.answers != "pseudo" else "pseudo (the pipeline's pseudo answers, not the paper's ground truth)",
             "prompt_tokens": tokens,
             "seconds": round(seconds, 1),
-            "passages_per_second": round(sum(len(u.utilities) for u in labels) / max(seconds, 1e-9), 1),
+            "passages_per_second": round(passages / max(seconds, 1e-9), 1),
+            "truncation": truncation.to_dict(),
             "quality_top1": quality,
         }
         (out / "stats.json").write_text(json.dumps(stats, indent=2))
+        truncation.warn("replug")
         if stats["queries_without_answer"]:
             log.warning("[replug] %d of %d queries have no answer to score: no utility, skipped in training",
                         stats["queries_without_answer"], len(labels))

@@ -3,6 +3,10 @@
 Each record is one line written with a single ``write`` and fsync'd. A process killed
 in the middle of a line leaves a torn last line; the reader drops it (and truncates
 the file to the last complete line), so the next run redoes only that query.
+
+:func:`run_sharded` is the one resumable loop of the annotator stages (annotation, REPLUG
+scoring, the LLM test collection): the items not yet committed, in batches, one record
+per item, then every record in order.
 """
 
 from __future__ import annotations
@@ -10,8 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator, Sequence
+
+from tqdm.auto import tqdm
 
 log = logging.getLogger("uptrain")
 
@@ -87,3 +94,59 @@ def pending(directory: Path, query_ids: list[str], what: str) -> list[str]:
     if done:
         log.info("[%s] resuming: %d of %d queries already done", what, len(done & set(query_ids)), len(query_ids))
     return [q for q in query_ids if q not in done]
+
+
+def _item_id(item: Any) -> str:
+    return item if isinstance(item, str) else item.query_id
+
+
+def run_sharded(
+    directory: Path,
+    items: Sequence[Any],
+    batch_size: int,
+    process_batch: Callable[[list], list[dict]],
+    desc: str,
+    what: str | None = None,
+    out: Path | None = None,
+    key: Callable[[Any], str] = _item_id,
+    time_key: str | None = "seconds",
+) -> list[dict]:
+    """Process the items not yet committed to the shards in ``directory``, then return every item's record.
+
+    ``items`` are query ids or objects with a ``query_id`` (``key`` says otherwise); batches of
+    ``batch_size`` pending items go to ``process_batch``, which returns one record (with the
+    item's ``query_id``) per item, in order; each record is committed before the next batch
+    starts, with the batch's seconds per item under ``time_key`` (None: no timing). Nothing
+    is processed (so no model is loaded) when every item is already done. The records come
+    back in the order of ``items`` (:func:`collect`, written to ``out`` when given); ``desc``
+    labels the progress bar and the resume message, ``what`` the error of a missing record.
+    """
+    if int(batch_size) < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    ids = [key(item) for item in items]
+    left = set(pending(directory, ids, desc))
+    todo = [item for item, i in zip(items, ids) if i in left]
+    if todo:
+        writer = ShardWriter(directory)
+        bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="q", desc=desc, dynamic_ncols=True)
+        tokens, t0 = 0, time.time()
+        try:
+            for start in range(0, len(todo), int(batch_size)):
+                batch = todo[start : start + int(batch_size)]
+                b0 = time.time()
+                records = process_batch(batch)
+                if [r.get("query_id") for r in records] != [key(item) for item in batch]:
+                    raise RuntimeError(f"{desc}: a batch returned records for {[r.get('query_id') for r in records]}, "
+                                       f"not for {[key(item) for item in batch]}")
+                per_item = (time.time() - b0) / len(batch)
+                for record in records:
+                    if time_key:
+                        record[time_key] = round(per_item, 3)
+                    writer.append(record)
+                    tokens += int(record.get("prompt_tokens", 0)) + int(record.get("output_tokens", 0))
+                bar.update(len(batch))
+                bar.set_postfix(tok_s=f"{tokens / max(time.time() - t0, 1e-9):.0f}")
+        finally:
+            writer.close()
+            bar.close()
+    return collect(directory, ids, what or desc, out)

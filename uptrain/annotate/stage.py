@@ -11,67 +11,36 @@ queries not yet done. When every query is done, the artifact is published:
   quality.json      precision / recall / avg positives against the human qrels (Table 1)
   table1.md         the same as a Markdown table
   stats.json        prompts, tokens, wall time, tokens/s, unparseable answers per step,
-                    and the estimated GPU-hours of the job at the paper's scale
+                    prompts fitted to the context (``truncation``: prompts over the budget,
+                    passages shortened, words and tokens cut; the instruction and the question
+                    are never cut), and the estimated GPU-hours of the job at the paper's scale
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Mapping
 
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
+from omegaconf import DictConfig
 
-from uptrain.annotate.backends.base import GenerationParams
-from uptrain.annotate.prompts import PromptRenderer
+from uptrain.annotate.annotator import AnnotatorStage, annotated_pool
+from uptrain.annotate.budget import TruncationStats
 from uptrain.annotate.quality import selection_quality, table1_markdown
-from uptrain.annotate.shards import ShardWriter, collect, pending
-from uptrain.annotate.steps import STEPS, AnnotationPipeline, QueryAnnotation
-from uptrain.graph import Artifact, Stage
+from uptrain.annotate.steps import SELECTION_STEPS, STEPS, QueryAnnotation, check_steps
+from uptrain.errors import ConfigError
+from uptrain.graph import Artifact
 
 log = logging.getLogger("uptrain")
 
-# backend arguments that change speed or placement, not outputs
-_RUNTIME_KEYS = {"device", "batch_size", "cache_dir", "gpu_memory_utilization", "tensor_parallel_size"}
 
-
-def backend_spec(annotator: dict) -> dict:
-    """The annotator backend's settings that determine its outputs (for cache keys)."""
-    return {k: v for k, v in annotator["backend"].items() if k not in _RUNTIME_KEYS}
-
-
-def annotated_pool(pool: list, max_queries: int | None, action: str) -> list:
-    """The first ``max_queries`` pool entries (all when None): the queries the LLM labels."""
-    pool = pool[:max_queries] if max_queries else pool
-    if not pool:
-        raise ValueError(f"the pool is empty: no training query to {action}")
-    return pool
-
-
-def annotator_spec(annotator: dict, renderer: PromptRenderer) -> dict:
-    """Everything about the annotator that determines its answers: model, decoding, prompts, windows."""
-    return {
-        "backend": backend_spec(annotator),
-        "generation": annotator.get("generation", {}),
-        "prompts": renderer.fingerprint(),
-        "window": annotator.get("window", 16),
-        "max_passage_words": annotator.get("max_passage_words"),
-    }
-SELECTION_STEPS = ("relsel", "utilsel", "utilrank")
-
-
-def _plain(cfg) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-
-
-class AnnotateStage(Stage[dict]):
+class AnnotateStage(AnnotatorStage[dict]):
     name = "annotate"
     inputs = ("data", "pool")
-    version = 1
+    # 2: the annotator's model hash and resolved dtype/device in the key; prompts over the
+    # context keep their instruction and question (passages shortened, counted in stats.json)
+    version = 2
 
     def __init__(
         self,
@@ -83,67 +52,35 @@ class AnnotateStage(Stage[dict]):
         paper_queries: int = 502_939,
         gpu_tokens_per_second: float = 5_000.0,
     ):
-        self.annotator = _plain(annotator)
-        self.steps = list(steps)
+        super().__init__(annotator, batch_queries)
+        self.steps = check_steps(steps, "annotate.steps")
         self.utilrank_k = float(utilrank_k)
+        if not 0 < self.utilrank_k <= 100:
+            raise ConfigError(f"annotate.utilrank_k is a percentage in (0, 100], got {utilrank_k!r}")
         self.max_queries = max_queries
-        self.batch_queries = int(batch_queries)
         self.paper_queries = int(paper_queries)
         self.gpu_tokens_per_second = float(gpu_tokens_per_second)
-        self.renderer = PromptRenderer(version=self.annotator.get("prompt_version", "v1"))
 
     def spec(self) -> dict:
         return {
-            **annotator_spec(self.annotator, self.renderer),
+            **self.annotator_spec(),
             "steps": self.steps,
             "utilrank_k": self.utilrank_k,
             "max_queries": self.max_queries,
         }
 
-    def _pipeline(self) -> AnnotationPipeline:
-        backend = instantiate(self.annotator["backend"])
-        return AnnotationPipeline(
-            backend=backend,
-            renderer=self.renderer,
-            params=GenerationParams(**self.annotator.get("generation", {})),
-            steps=self.steps,
-            window_size=int(self.annotator.get("window", 16)),
-            max_passage_words=self.annotator.get("max_passage_words"),
-            utilrank_k=self.utilrank_k,
-        )
-
     def build(self, out: Path, work: Path, inputs: Mapping[str, Artifact]) -> None:
         collection = inputs["data"].value
         pool = annotated_pool(inputs["pool"].value, self.max_queries, "annotate")
-        shards = work / "shards"
-        left = set(pending(shards, [e.query_id for e in pool], "annotate"))
-        todo = [e for e in pool if e.query_id in left]
-        if todo:
-            pipeline = self._pipeline()
-            writer = ShardWriter(shards)
-            bar = tqdm(total=len(pool), initial=len(pool) - len(todo), unit="q", desc="annotate", dynamic_ncols=True)
-            tokens, t0 = 0, time.time()
-            try:
-                for start in range(0, len(todo), self.batch_queries):
-                    batch = todo[start : start + self.batch_queries]
-                    items = [QueryAnnotation(e.query_id, e.query, list(e.candidates)) for e in batch]
-                    b0 = time.time()
-                    pipeline.run(items, collection.docs)
-                    per_query = (time.time() - b0) / len(items)
-                    for it in items:
-                        record = it.to_dict()
-                        record["seconds"] = round(per_query, 3)
-                        writer.append(record)
-                        tokens += it.prompt_tokens + it.output_tokens
-                    bar.update(len(items))
-                    bar.set_postfix(tok_s=f"{tokens / max(time.time() - t0, 1e-9):.0f}")
-            finally:
-                writer.close()
-                bar.close()
-        self._publish(out, work, pool, collection)
 
-    def _publish(self, out: Path, work: Path, pool, collection) -> None:
-        ordered = collect(work / "shards", [e.query_id for e in pool], "annotation", out / "labels.jsonl")
+        def annotate(batch: list) -> list[dict]:
+            items = [QueryAnnotation(e.query_id, e.query, list(e.candidates)) for e in batch]
+            return self.annotate(items, collection.docs, self.steps, self.utilrank_k)
+
+        ordered = self.run_shards(work, pool, annotate, "annotate", "annotation", out / "labels.jsonl")
+        self._publish(out, ordered, pool)
+
+    def _publish(self, out: Path, ordered: list[dict], pool) -> None:
         anns = [QueryAnnotation.from_dict({k: v for k, v in r.items() if k != "seconds"}) for r in ordered]
         human = {e.query_id: list(e.positives) for e in pool}
         quality = {}
@@ -162,6 +99,7 @@ class AnnotateStage(Stage[dict]):
         output_tokens = sum(a.output_tokens for a in anns)
         seconds = sum(float(r.get("seconds", 0.0)) for r in ordered)
         per_query = (prompt_tokens + output_tokens) / len(anns)
+        truncation = TruncationStats.of_records(ordered, sum(a.prompts for a in anns))
         stats = {
             "queries": len(anns),
             "passages_judged": sum(len(a.candidates) for a in anns),
@@ -172,6 +110,7 @@ class AnnotateStage(Stage[dict]):
             "tokens_per_second": round((prompt_tokens + output_tokens) / max(seconds, 1e-9), 1),
             "unparseable": {s: sum(a.unparseable.get(s, 0) for a in anns) for s in SELECTION_STEPS if s in self.steps},
             "queries_without_relsel": sum(1 for a in anns if not a.relsel) if "relsel" in self.steps else None,
+            "truncation": truncation.to_dict(),
             "paper_scale": {
                 "queries": self.paper_queries,
                 "tokens_per_query": round(per_query, 1),
@@ -180,6 +119,7 @@ class AnnotateStage(Stage[dict]):
             },
         }
         (out / "stats.json").write_text(json.dumps(stats, indent=2))
+        truncation.warn("annotate")
         log.info("[annotate] %s", json.dumps({k: stats[k] for k in ("queries", "prompts", "tokens_per_second", "unparseable")}))
 
     def load(self, path: Path) -> dict[str, QueryAnnotation]:

@@ -21,18 +21,15 @@ import logging
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
+from omegaconf import DictConfig
 
-from uptrain.annotate.backends.base import GenerationParams
-from uptrain.annotate.prompts import PromptRenderer
+from uptrain.annotate.annotator import AnnotatorStage
+from uptrain.annotate.budget import TruncationStats
 from uptrain.annotate.quality import selection_quality
-from uptrain.annotate.shards import ShardWriter, collect, pending
-from uptrain.annotate.stage import annotator_spec
-from uptrain.annotate.steps import AnnotationPipeline, QueryAnnotation
+from uptrain.annotate.steps import SELECTION_STEPS, QueryAnnotation, check_steps
 from uptrain.data.collection import Collection
-from uptrain.graph import Artifact, Stage
+from uptrain.errors import ConfigError
+from uptrain.graph import Artifact
 from uptrain.labels.examples import stable_seed
 
 log = logging.getLogger("uptrain")
@@ -58,9 +55,11 @@ def pool_runs(runs: Sequence[Mapping[str, Mapping[str, float]]], query_id: str, 
     return pooled
 
 
-class LLMTestSetStage(Stage[Collection]):
+class LLMTestSetStage(AnnotatorStage[Collection]):
     name = "llm_testset"
-    version = 1
+    # 2: the annotator's model hash and resolved dtype/device in the key; over-long prompts keep
+    # their instruction and question (passages shortened, counted in agreement.json)
+    version = 2
 
     def __init__(
         self,
@@ -73,24 +72,23 @@ class LLMTestSetStage(Stage[Collection]):
         label_step: str = "utilsel",
         batch_queries: int = 4,
     ):
-        self.annotator = OmegaConf.to_container(annotator, resolve=True) if isinstance(annotator, DictConfig) else dict(annotator)
+        super().__init__(annotator, batch_queries)
         self.systems = list(systems)
         if not self.systems:
-            raise ValueError("eval.llm_test.systems is empty: name the experiments whose runs are pooled")
+            raise ConfigError("eval.llm_test.systems is empty: name the experiments whose runs are pooled")
         self.queries = queries
         self.depth = int(depth)
         self.seed = int(seed)
-        self.steps = list(steps)
-        if label_step not in ("relsel", "utilsel", "utilrank") or label_step not in self.steps:
-            raise ValueError(f"eval.llm_test.label_step must be one of its steps (relsel, utilsel, utilrank), got {label_step!r}")
+        self.steps = check_steps(steps, "eval.llm_test.steps")
+        if label_step not in SELECTION_STEPS or label_step not in self.steps:
+            raise ConfigError(f"eval.llm_test.label_step must be a selection step among eval.llm_test.steps "
+                              f"({', '.join(self.steps)}): relsel, utilsel or utilrank; got {label_step!r}")
         self.label_step = label_step
-        self.batch_queries = int(batch_queries)
-        self.renderer = PromptRenderer(version=self.annotator.get("prompt_version", "v1"))
         self.inputs = ("data",) + tuple(f"run_{s}" for s in self.systems)
 
     def spec(self) -> dict:
         return {
-            **annotator_spec(self.annotator, self.renderer),
+            **self.annotator_spec(),
             "systems": self.systems,
             "queries": self.queries,
             "depth": self.depth,
@@ -105,29 +103,13 @@ class LLMTestSetStage(Stage[Collection]):
         chosen = sample_queries(collection.judged_queries(), self.queries, self.seed)
         if not chosen:
             raise ValueError(f"{collection.name} has no judged query to sample for the LLM test collection")
-        shards = work / "shards"
-        todo = pending(shards, chosen, "llm_test")
-        if todo:
-            backend = instantiate(self.annotator["backend"])
-            pipeline = AnnotationPipeline(
-                backend=backend, renderer=self.renderer, params=GenerationParams(**self.annotator.get("generation", {})),
-                steps=self.steps, window_size=int(self.annotator.get("window", 16)),
-                max_passage_words=self.annotator.get("max_passage_words"),
-            )
-            writer = ShardWriter(shards)
-            bar = tqdm(total=len(chosen), initial=len(chosen) - len(todo), unit="q", desc="llm test collection", dynamic_ncols=True)
-            try:
-                for start in range(0, len(todo), self.batch_queries):
-                    items = [QueryAnnotation(q, collection.queries[q], pool_runs(runs, q, self.depth))
-                             for q in todo[start : start + self.batch_queries]]
-                    pipeline.run(items, collection.docs)
-                    for it in items:
-                        writer.append(it.to_dict())
-                    bar.update(len(items))
-            finally:
-                writer.close()
-                bar.close()
-        anns = [QueryAnnotation.from_dict(r) for r in collect(shards, chosen, "LLM test collection")]
+
+        def judge(batch: list[str]) -> list[dict]:
+            items = [QueryAnnotation(q, collection.queries[q], pool_runs(runs, q, self.depth)) for q in batch]
+            return self.annotate(items, collection.docs, self.steps)
+
+        records = self.run_shards(work, chosen, judge, "llm_test", "LLM test collection", time_key=None)
+        anns = [QueryAnnotation.from_dict(r) for r in records]
         qrels = {a.query_id: {d: int(d in set(a.positives(self.label_step))) for d in a.candidates} for a in anns}
         pooled = {d for a in anns for d in a.candidates}
         llm = Collection(
@@ -143,6 +125,9 @@ class LLMTestSetStage(Stage[Collection]):
         agreement = selection_quality({a.query_id: a.positives(self.label_step) for a in anns}, human)
         agreement["unparseable"] = {s: sum(a.unparseable.get(s, 0) for a in anns) for s in self.steps}
         agreement["pooled_per_query"] = sum(len(a.candidates) for a in anns) / len(anns)
+        truncation = TruncationStats.of_records(records, sum(a.prompts for a in anns))
+        agreement["truncation"] = truncation.to_dict()
+        truncation.warn("llm_test")
         (out / "agreement.json").write_text(json.dumps(agreement, indent=2))
         with open(out / "judgments.jsonl", "w", encoding="utf-8") as f:
             for a in anns:
