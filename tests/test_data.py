@@ -31,6 +31,7 @@ from uptrain.data import (
     subsample,
 )
 from uptrain.data.sources import natural_key
+from uptrain.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -307,7 +308,12 @@ def test_missing_local_file_names_collection_path_and_remedy(tmp_path, monkeypat
         src.load()
     msg = str(err.value)
     assert "'noveleval'" in msg and str(tmp_path / "nowhere" / "raw" / "noveleval" / "corpus.tsv") in msg
-    assert "UPTRAIN_DATA" in msg and "conf/eval_data/noveleval.yaml" in msg
+    # the remedies a user can apply without editing the installed package's files
+    assert "UPTRAIN_DATA" in msg and "eval.collections.noveleval.docs=" in msg
+    assert "'+eval.collections.NAME={_target_: uptrain.data.TrecSource" in msg
+    assert "--config-dir DIR" in msg and "hydra.searchpath=[file://DIR]" in msg
+    assert "conf/eval_data" not in msg and "site-packages" not in msg
+    assert isinstance(err.value, UserError)
     monkeypatch.setenv("UPTRAIN_DATA", "")
     with pytest.raises(DatasetUnavailableError, match="set but empty"):
         _eval_source("npl").spec()

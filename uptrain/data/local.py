@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from uptrain.cache import file_digest
 from uptrain.data.collection import Collection
-from uptrain.data.sources import Source, assemble, join_fields, missing_file_error
+from uptrain.data.sources import Problems, Source, assemble, join_fields, missing_file_error
 
 _HEADER_IDS = {"id", "_id", "docid", "doc_id", "docno", "qid", "query_id", "query-id", "corpus-id", "pid"}
-_FINGERPRINTS: dict[tuple[str, int, int], str] = {}
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -26,15 +25,19 @@ def _open_text(path: Path) -> io.TextIOBase:
 
 def _fingerprint(path: Path) -> dict:
     """Name and content hash: the cache key follows the data, not where it is mounted."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _FINGERPRINTS:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _FINGERPRINTS[key] = h.hexdigest()
-    return {"file": path.name, "sha256": _FINGERPRINTS[key]}
+    return {"file": path.name, "sha256": file_digest(path)}
+
+
+def existing_files(collection: str, files: dict[str, Path], label: str = "") -> dict[str, Path]:
+    """The files, each one (or its ``.gz``) checked to exist; a missing one names the remedies."""
+    out = {}
+    for what, p in files.items():
+        if not p.is_file() and Path(f"{p}.gz").is_file():
+            p = Path(f"{p}.gz")
+        if not p.is_file():
+            raise missing_file_error(collection, f"{label}{what}", p)
+        out[what] = p
+    return out
 
 
 def _first_line(path: Path) -> str:
@@ -69,15 +72,42 @@ def _is_header(first_col: str) -> bool:
 
 # ----- documents -----
 
-_DOC_END = re.compile(r"</DOC>", re.IGNORECASE)
-_DOC_START = re.compile(r"<DOC>", re.IGNORECASE)
+_DOC_END = re.compile(r"</DOC\s*>", re.IGNORECASE)
+_DOC_START = re.compile(r"<DOC\s*>", re.IGNORECASE)
 _DOCNO = re.compile(r"<DOCNO>\s*(.*?)\s*</DOCNO>", re.IGNORECASE | re.DOTALL)
 _TITLE = re.compile(r"<TITLE>(.*?)</TITLE>", re.IGNORECASE | re.DOTALL)
-_TAG = re.compile(r"<[^>]*>")
+# A real tag: '<', an optional '/', a name, attributes as name=value pairs, an optional '/', '>'.
+# A '<' that opens none ("1 <= m <= n", "10^8 < 2^27", "a<b and c>d") is text and is kept.
+_ATTR = r"""\s+[A-Za-z_][-\w.:]*\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'<>=]+)"""
+_TAG_NAME = r"[A-Za-z][\w.:-]*"
+_TAG = re.compile(rf"</?({_TAG_NAME})(?:{_ATTR})*\s*/?>")
+# The structure of TREC SGML collections (TREC disks 1-5, WT, AQUAINT, CLEF, NTCIR, ...): removed
+# without a word. Any other tag is removed too, and the document counted (Problems: markup_removed).
+KNOWN_TAGS = frozenset(t.upper() for t in """
+    DOC DOCNO DOCID DOCOLDNO DOCHDR TEXT TITLE HEADLINE HEAD HL TTL H3 H4 HT DD DATE DATELINE DATE_TIME LP
+    LEADPARA BYLINE FILEID FIRST SECOND NOTE ABSTRACT SUMMARY BODY AUTHOR SOURCE PUB PAGE PROFILE SECTION
+    LENGTH TYPE SUBJECT GRAPHIC CORRECTION CORRECTION-DATE CN IN TP SO DE GV CO MS RE XX CR F P FN FIG PHRASE
+    TABLE TR TD TH TI TXT DESCRIPT SLUG KEYWORD HEADER TRAILER PRE BR IMG HTML META LINK SCRIPT STYLE
+""".split())
 
 
-def _sgml_docs(path: Path) -> Iterator[tuple[str, dict]]:
-    """``<DOC><DOCNO>id</DOCNO> ... </DOC>``; a <TITLE> becomes the title, the rest (tags stripped) the text."""
+SGML_PARSER_VERSION = 2  # in TREC sources' cache keys: bump when parsing SGML documents changes their text
+
+
+def strip_tags(text: str) -> tuple[str, list[str]]:
+    """``text`` with its real tags replaced by a space, and the names of the unknown ones removed."""
+    unknown: list[str] = []
+
+    def drop(match: re.Match) -> str:
+        if match.group(1).upper() not in KNOWN_TAGS:
+            unknown.append(match.group(0))
+        return " "
+
+    return _TAG.sub(drop, text), unknown
+
+
+def _sgml_docs(path: Path, problems: Problems | None = None) -> Iterator[tuple[str, dict]]:
+    """``<DOC><DOCNO>id</DOCNO> ... </DOC>``; a <TITLE> becomes the title, the rest (tags removed) the text."""
     pending = ""
     with _open_text(path) as f:
         for line in f:
@@ -90,10 +120,10 @@ def _sgml_docs(path: Path) -> Iterator[tuple[str, dict]]:
                 start = _DOC_START.search(block)
                 if start is None:
                     raise ValueError(f"{path}: </DOC> without <DOC> near {block[-80:]!r}")
-                yield _parse_sgml_doc(path, block[start.end() :])
+                yield _parse_sgml_doc(path, block[start.end() :], problems)
 
 
-def _parse_sgml_doc(path: Path, body: str) -> tuple[str, dict]:
+def _parse_sgml_doc(path: Path, body: str, problems: Problems | None = None) -> tuple[str, dict]:
     docno = _DOCNO.search(body)
     if docno is None:
         raise ValueError(f"{path}: a <DOC> has no <DOCNO>: {body[:120]!r}")
@@ -101,9 +131,14 @@ def _parse_sgml_doc(path: Path, body: str) -> tuple[str, dict]:
     title = ""
     found = _TITLE.search(body)
     if found is not None:
-        title = _TAG.sub(" ", found.group(1)).strip()
+        title = found.group(1)
         body = body[: found.start()] + body[found.end() :]
-    return docno.group(1), {"title": title, "text": _TAG.sub(" ", body).strip()}
+    title, unknown_title = strip_tags(title)
+    text, unknown_text = strip_tags(body)
+    unknown = unknown_title + unknown_text
+    if unknown and problems is not None:
+        problems.note("markup_removed", f"{docno.group(1)} {' '.join(dict.fromkeys(unknown))[:60]}")
+    return docno.group(1), {"title": title.strip(), "text": text.strip()}
 
 
 def _tsv_rows(path: Path) -> Iterator[tuple[str, str]]:
@@ -135,10 +170,10 @@ def _jsonl_rows(path: Path) -> Iterator[dict]:
             yield row
 
 
-def read_docs(path: Path, fields: Sequence[str]) -> Iterator[tuple[str, str]]:
+def read_docs(path: Path, fields: Sequence[str], problems: Problems | None = None) -> Iterator[tuple[str, str]]:
     fmt = _format_of(path)
     if fmt == "sgml":
-        for did, rec in _sgml_docs(path):
+        for did, rec in _sgml_docs(path, problems):
             yield did, join_fields(rec.get(f) for f in fields)
     elif fmt == "jsonl":
         for row in _jsonl_rows(path):
@@ -161,8 +196,8 @@ _PREFIX = re.compile(r"^\s*(?:Topic|Description|Narrative)\s*:\s*", re.IGNORECAS
 
 
 def _topic_field(block: str, tag: str) -> str:
-    # old TREC topics leave <title>/<desc>/<narr> unclosed: a field runs to the next tag
-    found = re.search(rf"<{tag}>(.*?)(?=<[/a-zA-Z]|\Z)", block, re.IGNORECASE | re.DOTALL)
+    # old TREC topics leave <title>/<desc>/<narr> unclosed: a field runs to the next real tag
+    found = re.search(rf"<{tag}>(.*?)(?={_TAG.pattern}|\Z)", block, re.IGNORECASE | re.DOTALL)
     if found is None:
         return ""
     return " ".join(_PREFIX.sub("", found.group(1)).split())
@@ -244,13 +279,10 @@ class BeirFolderSource(Source):
             "queries": self.path / "queries.jsonl",
             "qrels": self.path / "qrels" / f"{self.split}.tsv",
         }
-        for what, p in files.items():
-            if not p.is_file() and Path(f"{p}.gz").is_file():
-                files[what] = Path(f"{p}.gz")
-        for what, p in files.items():
-            if not p.is_file():
-                raise missing_file_error(self.name, f"BEIR {what}", p)
-        return files
+        return existing_files(self.name, files, "BEIR ")
+
+    def validate(self) -> None:
+        self._files()
 
     def content_spec(self) -> dict:
         files = self._files()
@@ -261,14 +293,18 @@ class BeirFolderSource(Source):
         qrels = list(read_qrels(files["qrels"]))
         in_split = {q for q, _, _ in qrels}
         queries = [(q, t) for q, t in read_topics(files["queries"], ["text"]) if q in in_split]
-        return assemble(self.name, read_docs(files["corpus"], self.fields), queries, qrels)
+        problems = Problems()
+        return assemble(self.name, read_docs(files["corpus"], self.fields, problems), queries, qrels, problems)
 
 
 class TrecSource(Source):
     """TREC-style files.
 
-    ``docs``: SGML ``<DOC><DOCNO>..</DOCNO>..</DOC>`` (a <TITLE> is the title field, other
-    tags are stripped), ``.tsv`` (``doc_id<TAB>text``) or ``.jsonl`` (BEIR ``_id``/``title``/``text``).
+    ``docs``: SGML ``<DOC><DOCNO>..</DOCNO>..</DOC>`` (a <TITLE> is the title field; the text
+    of every other field is the text, with its tags removed: a tag is ``<``, an optional ``/``, a
+    name, ``name=value`` attributes and ``>``, so a literal ``<`` in text such as ``1 <= m <= n``
+    is kept; documents that lose tags outside the known TREC structure are counted as
+    ``markup_removed`` and warned about), ``.tsv`` (``doc_id<TAB>text``) or ``.jsonl`` (BEIR ``_id``/``title``/``text``).
     ``topics``: SGML ``<top><num>..</num><title>..`` (``topic_field`` picks title/desc/narr)
     or ``.tsv`` (``qid<TAB>text``). ``qrels``: ``qid iter docid rel``.
     """
@@ -293,22 +329,26 @@ class TrecSource(Source):
         self.qrels = Path(qrels).expanduser()
         self.topic_fields = [topic_field] if isinstance(topic_field, str) else [str(t) for t in topic_field]
 
+    def validate(self) -> None:
+        self._files()
+
     def _files(self) -> dict[str, Path]:
-        files = {"docs": self.docs, "topics": self.topics, "qrels": self.qrels}
-        for what, p in files.items():
-            if not p.is_file():
-                raise missing_file_error(self.name, what, p)
-        return files
+        return existing_files(self.name, {"docs": self.docs, "topics": self.topics, "qrels": self.qrels})
 
     def content_spec(self) -> dict:
         files = self._files()
-        return {"topic_field": self.topic_fields, "files": {k: _fingerprint(p) for k, p in files.items()}}
+        spec = {"topic_field": self.topic_fields, "files": {k: _fingerprint(p) for k, p in files.items()}}
+        if _format_of(files["docs"]) == "sgml":
+            spec["sgml_parser"] = SGML_PARSER_VERSION  # a literal '<' in text no longer swallows the rest
+        return spec
 
     def load_full(self) -> Collection:
         files = self._files()
+        problems = Problems()
         return assemble(
             self.name,
-            read_docs(files["docs"], self.fields),
+            read_docs(files["docs"], self.fields, problems),
             read_topics(files["topics"], self.topic_fields),
             read_qrels(files["qrels"]),
+            problems,
         )

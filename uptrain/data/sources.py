@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from uptrain.data.collection import Collection
+from uptrain.errors import UserError
 
 log = logging.getLogger("uptrain.data")
 
@@ -24,6 +25,7 @@ PROBLEMS = (
     "qrels_unknown_docs",
     "duplicate_qrels",
     "queries_without_positives",
+    "markup_removed",
 )
 
 _PROBLEM_TEXT = {
@@ -35,11 +37,32 @@ _PROBLEM_TEXT = {
     "qrels_unknown_docs": "qrels naming an unknown document (dropped)",
     "duplicate_qrels": "repeated (query, document) judgements (first kept)",
     "queries_without_positives": "queries without any positive judgement (kept; evaluation skips them)",
+    "markup_removed": "documents whose text lost markup other than the known TREC tags (tags removed, "
+                      "their text kept; a literal '<' in text is kept)",
 }
 
 
-class DatasetUnavailableError(RuntimeError):
+class DatasetUnavailableError(UserError, RuntimeError):
     """A collection's files cannot be found or fetched; the message says how to provide them."""
+
+
+class Problems:
+    """Counts (and the first few examples) of the data problems in PROBLEMS, found while loading."""
+
+    def __init__(self) -> None:
+        self.counts = {p: 0 for p in PROBLEMS}
+        self.examples: dict[str, list[str]] = {p: [] for p in PROBLEMS}
+
+    def note(self, problem: str, example: str) -> None:
+        self.counts[problem] += 1
+        if len(self.examples[problem]) < 5:
+            self.examples[problem].append(example)
+
+    def warn(self, name: str) -> None:
+        for problem in PROBLEMS:
+            if self.counts[problem]:
+                log.warning("%s: %d %s, e.g. %s", name, self.counts[problem], _PROBLEM_TEXT[problem],
+                            ", ".join(self.examples[problem]))
 
 
 def join_fields(values: Iterable[object]) -> str:
@@ -87,13 +110,60 @@ def data_root_hint() -> str:
     return f"UPTRAIN_DATA is {value!r}."
 
 
+def shipped_collection(collection: str) -> bool:
+    """Whether the installed configs ship a collection of this name (``eval_data/<name>.yaml``)."""
+    import importlib.util
+
+    roots = [Path(__file__).resolve().parents[2] / "conf"]
+    try:
+        spec = importlib.util.find_spec("uptrain.conf")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None:
+        roots += [Path(p) for p in (spec.submodule_search_locations or [])]
+    return any((root / "eval_data" / f"{collection}.yaml").is_file() for root in roots)
+
+
 def missing_file_error(collection: str, what: str, path: Path) -> DatasetUnavailableError:
+    """A local collection's file is missing: say where it was looked for and how to point uptrain
+    at the data (the shipped configs through UPTRAIN_DATA, the user's own through overrides or
+    a config directory of their own, never by editing the installed package's files)."""
+    shipped = shipped_collection(collection)
+    own = "NAME" if shipped else collection
+    where = (
+        f"'{collection}' is a shipped collection whose paths follow UPTRAIN_DATA: set it to a folder shaped like "
+        f"the project's shared data folder (raw/ and irds/ inside, see its README.md), or override its paths, e.g. "
+        f"eval.collections.{collection}.docs=PATH (topics=, qrels=; path= for a BEIR folder). "
+        if shipped else
+        "Fix the path where this collection is configured (the command line or your own config). "
+    )
     return DatasetUnavailableError(
         f"Collection '{collection}': the {what} file {str(path)!r} (absolute: {str(Path(path).absolute())!r}) "
-        f"does not exist. {data_root_hint()} Set UPTRAIN_DATA to a folder shaped like the project's shared "
-        f"data folder (with raw/ and irds/ inside, see its README.md), or fix the path in "
-        f"conf/eval_data/{collection}.yaml (or the config that names this collection)."
+        f"does not exist. {data_root_hint()} {where}To evaluate on a collection of your own, name its files on "
+        f"the command line: '+eval.collections.{own}={{_target_: uptrain.data.TrecSource, name: {own}, "
+        f"docs: /data/docs.trec, topics: /data/topics.tsv, qrels: /data/qrels.txt}}' "
+        f"'eval.groups.out_of_domain=[{own}]' (uptrain.data.BeirFolderSource with path: and split: for a BEIR "
+        f"folder); or write that config as DIR/eval_data/{own}.yaml in a directory of your own, add it with "
+        f"--config-dir DIR (or 'hydra.searchpath=[file://DIR]') and select it with "
+        f"+eval_data@eval.collections.{own}={own}."
     )
+
+
+def _unique_texts(rows: Iterable[tuple[str, str]], problems: Problems, duplicate: str, empty: str) -> dict[str, str]:
+    """id -> text, the first occurrence kept (the others counted as ``duplicate``), empty texts kept
+    as '' (counted as ``empty``)."""
+    out: dict[str, str] = {}
+    for key, text in rows:
+        key = str(key)
+        if key in out:
+            problems.note(duplicate, key)
+            continue
+        text = text or ""
+        if not text.strip():
+            problems.note(empty, key)
+            text = ""
+        out[key] = text
+    return out
 
 
 def assemble(
@@ -101,52 +171,29 @@ def assemble(
     docs: Iterable[tuple[str, str]],
     queries: Iterable[tuple[str, str]],
     qrels: Iterable[tuple[str, str, int]],
+    problems: Problems | None = None,
 ) -> Collection:
-    """Build a clean :class:`Collection`, counting (never raising on) the problems in PROBLEMS."""
-    counts = {p: 0 for p in PROBLEMS}
-    examples: dict[str, list[str]] = {p: [] for p in PROBLEMS}
+    """Build a clean :class:`Collection`, counting (never raising on) the problems in PROBLEMS.
 
-    def note(problem: str, example: str) -> None:
-        counts[problem] += 1
-        if len(examples[problem]) < 5:
-            examples[problem].append(example)
-
-    doc_map: dict[str, str] = {}
-    for did, text in docs:
-        did = str(did)
-        if did in doc_map:
-            note("duplicate_doc_ids", did)
-            continue
-        text = text or ""
-        if not text.strip():
-            note("empty_docs", did)
-            text = ""
-        doc_map[did] = text
-
-    query_map: dict[str, str] = {}
-    for qid, text in queries:
-        qid = str(qid)
-        if qid in query_map:
-            note("duplicate_query_ids", qid)
-            continue
-        text = text or ""
-        if not text.strip():
-            note("empty_queries", qid)
-            text = ""
-        query_map[qid] = text
+    ``problems`` may already hold counts from the readers (e.g. markup removed while parsing
+    the documents); they are logged and recorded with the rest.
+    """
+    problems = problems or Problems()
+    doc_map = _unique_texts(docs, problems, "duplicate_doc_ids", "empty_docs")
+    query_map = _unique_texts(queries, problems, "duplicate_query_ids", "empty_queries")
 
     judged: dict[str, dict[str, int]] = {}
     for qid, did, rel in qrels:
         qid, did = str(qid), str(did)
         if qid not in query_map:
-            note("qrels_unknown_queries", f"{qid} {did}")
+            problems.note("qrels_unknown_queries", f"{qid} {did}")
             continue
         if did not in doc_map:
-            note("qrels_unknown_docs", f"{qid} {did}")
+            problems.note("qrels_unknown_docs", f"{qid} {did}")
             continue
         row = judged.setdefault(qid, {})
         if did in row:
-            note("duplicate_qrels", f"{qid} {did}")
+            problems.note("duplicate_qrels", f"{qid} {did}")
             continue
         row[did] = int(rel)
 
@@ -154,18 +201,10 @@ def assemble(
     ordered = {q: judged[q] for q in query_map if q in judged}
     for qid in query_map:
         if not any(r > 0 for r in ordered.get(qid, {}).values()):
-            note("queries_without_positives", qid)
+            problems.note("queries_without_positives", qid)
 
-    for problem in PROBLEMS:
-        if counts[problem]:
-            log.warning(
-                "%s: %d %s, e.g. %s",
-                name,
-                counts[problem],
-                _PROBLEM_TEXT[problem],
-                ", ".join(examples[problem]),
-            )
-    return Collection(name=name, docs=doc_map, queries=query_map, qrels=ordered, stats=counts)
+    problems.warn(name)
+    return Collection(name=name, docs=doc_map, queries=query_map, qrels=ordered, stats=dict(problems.counts))
 
 
 def subsample(collection: Collection, max_queries: int | None = None, max_docs: int | None = None) -> Collection:
@@ -254,6 +293,9 @@ class Source(ABC):
             "max_docs": self.max_docs,
             **({"relevance_map": {str(k): v for k, v in sorted(self.relevance_map.items())}} if self.relevance_map else {}),
         }
+
+    def validate(self) -> None:
+        """Check cheaply that the collection can be loaded (its files exist); a UserError says how to fix it."""
 
     def load(self) -> Collection:
         full = self.load_full()

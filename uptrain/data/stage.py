@@ -15,6 +15,9 @@ class DataStage(Stage[Collection]):
     def __init__(self, source):
         self.source = source
 
+    def validate(self) -> None:
+        self.source.validate()
+
     def spec(self) -> dict:
         return self.source.spec()
 
