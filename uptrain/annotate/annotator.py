@@ -54,6 +54,10 @@ class AnnotatorStage(Stage[T]):
     Config values are checked when the stage is made (a :class:`ConfigError` names the
     setting); :meth:`validate` also resolves the model's identity, so a missing model or
     extra is reported before anything slow runs. The backend is built on first use only.
+
+    Version 2 of every annotator stage: the model's file hash and the resolved dtype and device
+    are in the key, and prompts over the context keep their instruction and question (passages
+    shortened, the cuts counted under ``truncation`` in the stage's stats).
     """
 
     def __init__(self, annotator: DictConfig | Mapping, batch_queries: int = 4):

@@ -15,30 +15,19 @@ Literal braces in a template are written doubled (``{{`` / ``}}``).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from pathlib import Path
 from typing import Sequence
+
+from uptrain.data.sources import config_roots
 
 __all__ = ["PromptRenderer", "window", "default_template_root"]
 
 SYSTEM = "system"
 
 
-def _conf_roots() -> list[Path]:
-    roots: list[Path] = []
-    try:
-        spec = importlib.util.find_spec("uptrain.conf")
-    except (ImportError, ValueError):
-        spec = None
-    if spec is not None:
-        roots += [Path(p) for p in (spec.submodule_search_locations or [])]
-    roots.append(Path(__file__).resolve().parents[2] / "conf")
-    return roots
-
-
 def default_template_root() -> Path:
     """``annotator/prompts`` of the installed config package, else of the repository's conf/."""
-    roots = [r / "annotator" / "prompts" for r in _conf_roots()]
+    roots = [r / "annotator" / "prompts" for r in config_roots()]
     for root in roots:
         if root.is_dir():
             return root

@@ -95,9 +95,7 @@ class ReplugStage(AnnotatorStage[dict]):
     """Scores every pool passage of each annotated query with the answer's log-likelihood."""
 
     name = "replug"
-    # 2: the annotator's model hash and resolved dtype/device in the key; over-long prompts keep
-    # their instruction and question (the passage is shortened, counted in stats.json)
-    version = 2
+    version = 2  # see AnnotatorStage
 
     def __init__(
         self,

@@ -38,9 +38,7 @@ log = logging.getLogger("uptrain")
 class AnnotateStage(AnnotatorStage[dict]):
     name = "annotate"
     inputs = ("data", "pool")
-    # 2: the annotator's model hash and resolved dtype/device in the key; prompts over the
-    # context keep their instruction and question (passages shortened, counted in stats.json)
-    version = 2
+    version = 2  # see AnnotatorStage
 
     def __init__(
         self,

@@ -110,18 +110,25 @@ def data_root_hint() -> str:
     return f"UPTRAIN_DATA is {value!r}."
 
 
-def shipped_collection(collection: str) -> bool:
-    """Whether the installed configs ship a collection of this name (``eval_data/<name>.yaml``)."""
+def config_roots() -> list[Path]:
+    """The folders the shipped configs may be in: the installed ``uptrain.conf`` package, then the
+    repository's conf/ (a source checkout)."""
     import importlib.util
 
-    roots = [Path(__file__).resolve().parents[2] / "conf"]
+    roots: list[Path] = []
     try:
         spec = importlib.util.find_spec("uptrain.conf")
     except (ImportError, ValueError):
         spec = None
     if spec is not None:
         roots += [Path(p) for p in (spec.submodule_search_locations or [])]
-    return any((root / "eval_data" / f"{collection}.yaml").is_file() for root in roots)
+    roots.append(Path(__file__).resolve().parents[2] / "conf")
+    return roots
+
+
+def shipped_collection(collection: str) -> bool:
+    """Whether the shipped configs hold a collection of this name (``eval_data/<name>.yaml``)."""
+    return any((root / "eval_data" / f"{collection}.yaml").is_file() for root in config_roots())
 
 
 def missing_file_error(collection: str, what: str, path: Path) -> DatasetUnavailableError:

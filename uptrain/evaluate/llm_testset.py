@@ -57,9 +57,7 @@ def pool_runs(runs: Sequence[Mapping[str, Mapping[str, float]]], query_id: str, 
 
 class LLMTestSetStage(AnnotatorStage[Collection]):
     name = "llm_testset"
-    # 2: the annotator's model hash and resolved dtype/device in the key; over-long prompts keep
-    # their instruction and question (passages shortened, counted in agreement.json)
-    version = 2
+    version = 2  # see AnnotatorStage
 
     def __init__(
         self,

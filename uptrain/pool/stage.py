@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Mapping
 
+from uptrain.errors import ConfigError
 from uptrain.graph import Artifact, Stage
 from uptrain.pool.pool import PoolEntry, build_pool, load_pool, save_pool
 
@@ -18,6 +19,10 @@ class PoolStage(Stage[list[PoolEntry]]):
         self.retriever = retriever
         self.depth = int(depth)
         self.seed = int(seed)
+
+    def validate(self) -> None:
+        if self.depth < 0:
+            raise ConfigError(f"pool.depth is the number of retrieved negatives per query: at least 0, got {self.depth}")
 
     def spec(self) -> dict:
         return {"retriever": self.retriever.spec(), "depth": self.depth, "seed": self.seed}
