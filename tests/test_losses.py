@@ -12,7 +12,9 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from uptrain.losses import LOSSES, ConjInfoNCE, DisjInfoNCE, InfoNCE, KLDivergence, RankingLoss, get_loss, register
+from uptrain.losses import (
+    LOSSES, ConjInfoNCE, DisjInfoNCE, InfoNCE, KLDivergence, PointwiseBCE, PointwiseCE, RankingLoss, get_loss, register,
+)
 
 E = math.exp
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -361,7 +363,8 @@ def test_register_adds_a_loss_and_rejects_duplicates():
 
 @pytest.mark.parametrize(
     "name, cls",
-    [("infonce", InfoNCE), ("conj_infonce", ConjInfoNCE), ("disj_infonce", DisjInfoNCE), ("kl", KLDivergence)],
+    [("infonce", InfoNCE), ("conj_infonce", ConjInfoNCE), ("disj_infonce", DisjInfoNCE), ("kl", KLDivergence),
+     ("pointwise_bce", PointwiseBCE), ("pointwise_ce", PointwiseCE)],
 )
 def test_loss_configs_instantiate(name, cls):
     path = CONF / "loss" / f"{name}.yaml"
@@ -383,3 +386,67 @@ def test_kl_gradient_stays_finite_with_log_likelihood_scale_utilities():
     target = torch.softmax(u[0, 4:], 0)
     assert torch.allclose(s.grad[0, 4:], r - target, atol=1e-6)
     assert (s.grad[0, :4] == 0).all()
+
+
+# ---- query weights ----------------------------------------------------------------
+
+def test_query_weights_give_a_weighted_mean_of_rows():
+    # rows: l_0 = -log(e^2/(e^2+e^0)), l_1 = -log(e^0/(e^0+e^1)); weights 3 and 1; row 2 has no positive
+    l0 = -math.log(E(2) / (E(2) + E(0)))
+    l1 = -math.log(E(0) / (E(0) + E(1)))
+    scores = t([[2.0, 0.0], [0.0, 1.0], [5.0, 5.0]])
+    labels = torch.tensor([[1, 0], [1, 0], [0, 0]])
+    got = InfoNCE()(scores, labels, weights=t([3.0, 1.0, 100.0])).item()
+    assert got == pytest.approx((3 * l0 + 1 * l1) / 4, abs=1e-12)
+    assert InfoNCE()(scores, labels, weights=t([1.0, 1.0, 1.0])).item() == pytest.approx((l0 + l1) / 2, abs=1e-12)
+
+
+# ---- pointwise losses against hand arithmetic ---------------------------------------
+
+def bce(s: float, y: int) -> float:
+    p = 1 / (1 + E(-s))
+    return -(y * math.log(p) + (1 - y) * math.log(1 - p))
+
+
+def test_pointwise_bce_by_hand():
+    # pairs (2, pos), (-1, neg), (0.5, neg), (1, pos); one masked column; mean over the four valid pairs
+    scores = t([[2.0, -1.0, NINF], [0.5, 1.0, 3.0]])
+    labels = torch.tensor([[1, 0, 1], [0, 1, 0]])
+    want = (bce(2.0, 1) + bce(-1.0, 0) + bce(0.5, 0) + bce(1.0, 1) + bce(3.0, 0)) / 5
+    assert PointwiseBCE()(scores, labels).item() == pytest.approx(want, abs=1e-12)
+    # pos_weight 3 multiplies the positive terms; weights [2, 1] weigh row 0's pairs twice
+    want_pw = (3 * bce(2.0, 1) + bce(-1.0, 0) + bce(0.5, 0) + 3 * bce(1.0, 1) + bce(3.0, 0)) / 5
+    assert PointwiseBCE(pos_weight=3.0)(scores, labels).item() == pytest.approx(want_pw, abs=1e-12)
+    want_w = (2 * (bce(2.0, 1) + bce(-1.0, 0)) + bce(0.5, 0) + bce(1.0, 1) + bce(3.0, 0)) / (2 * 2 + 3)
+    assert PointwiseBCE()(scores, labels, weights=t([2.0, 1.0])).item() == pytest.approx(want_w, abs=1e-12)
+
+
+def test_pointwise_bce_is_stable_and_has_the_textbook_gradient():
+    s = t([[60.0, -60.0]]).requires_grad_(True)
+    loss = PointwiseBCE()(s, torch.tensor([[0, 1]]))
+    assert loss.item() == pytest.approx(60.0, rel=1e-9)  # each pair costs about |s|
+    loss.backward()
+    # d/ds [softplus(s) - y s] / n = (sigma(s) - y) / n
+    assert s.grad[0].tolist() == pytest.approx([0.5, -0.5], abs=1e-9)
+
+
+def test_pointwise_ce_by_hand():
+    # pair (0,0): logits [1,2,3], grade 2 -> -log(e^3/(e^1+e^2+e^3)); pair (0,1): grade 0 over [0,0,0] -> log 3
+    # pair (1,0): no grade (-1), left out; pair (1,1): logits [2,0,0], grade 1 -> -log(e^0/(e^2+2))
+    logits = t([[[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]], [[9.0, 9.0, 9.0], [2.0, 0.0, 0.0]]])
+    grades = torch.tensor([[2, 0], [-1, 1]])
+    a = -math.log(E(3) / (E(1) + E(2) + E(3)))
+    b = math.log(3.0)
+    c = -math.log(1.0 / (E(2) + 2.0))
+    assert PointwiseCE()(logits, grades).item() == pytest.approx((a + b + c) / 3, abs=1e-12)
+    assert PointwiseCE()(logits, grades, weights=t([1.0, 2.0])).item() == pytest.approx((a + b + 2 * c) / 4, abs=1e-12)
+
+
+def test_pointwise_ce_shape_and_grade_errors():
+    with pytest.raises(ValueError, match="num_labels"):
+        PointwiseCE()(torch.randn(2, 3), torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="0..2"):
+        PointwiseCE()(torch.randn(1, 2, 3), torch.tensor([[0, 3]]))
+    with pytest.raises(ValueError, match="integers"):
+        PointwiseCE()(torch.randn(1, 2, 3), torch.tensor([[0.0, 1.0]]))
+    assert PointwiseCE()(torch.randn(1, 2, 3, requires_grad=True), torch.tensor([[-1, -1]])).item() == 0.0
