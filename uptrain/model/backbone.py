@@ -100,3 +100,13 @@ def native_max_length(path: str, tokenizer, config) -> int:
                                 getattr(config, "max_position_embeddings", None))
               if n and int(n) < 1_000_000]  # transformers uses 1e30 for "no limit set"
     return min(limits) if limits else 512
+
+
+def freeze_pooler(encoder) -> None:
+    """BERT's pooler head is unused by CLS/mean pooling and by the [CLS] scoring head: DDP rejects
+    trainable parameters without gradients, so freeze it. Kept (not removed) so a saved model
+    reloads without a missing-weights report."""
+    pooler = getattr(encoder, "pooler", None)
+    if pooler is not None:
+        for param in pooler.parameters():
+            param.requires_grad_(False)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from uptrain.model.backbone import load_pretrained, native_max_length
+from uptrain.model.backbone import freeze_pooler, load_pretrained, native_max_length
 from uptrain.model.base import RankingModel
 from uptrain.model.batch import TARGET_FILL, Gather, ScoredBatch, TrainItem, block_diagonal, doc_hash, group_targets
 
@@ -90,9 +90,7 @@ class BiEncoder(RankingModel):
         self.query_max_length = int(query_max_length or self.native_max_length)
         self.passage_max_length = int(passage_max_length or self.native_max_length)
         self.truncation_counts: dict[str, int] = Counter(queries=0, queries_truncated=0, passages=0, passages_truncated=0)
-        if getattr(self.encoder, "pooler", None) is not None:
-            # BERT's pooler head is unused by CLS/mean pooling; DDP rejects parameters without gradients
-            self.encoder.pooler = None
+        freeze_pooler(self.encoder)
 
     # ---- configuration -------------------------------------------------
     def settings(self) -> dict:

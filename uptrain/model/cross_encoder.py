@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from uptrain.model.backbone import load_pretrained, native_max_length
+from uptrain.model.backbone import freeze_pooler, load_pretrained, native_max_length
 from uptrain.model.base import RankingModel
 from uptrain.model.batch import Gather, ScoredBatch, TrainItem, group_targets
 
@@ -70,8 +70,7 @@ class CrossEncoder(RankingModel):
         self.max_length = int(max_length or self.native_max_length)
         if self.max_length < 8:
             raise ValueError(f"model.max_length must leave room for a query and a passage (>= 8 tokens), got {self.max_length}")
-        if getattr(self.encoder, "pooler", None) is not None:
-            self.encoder.pooler = None  # the head reads the [CLS] state itself; DDP rejects unused parameters
+        freeze_pooler(self.encoder)
         config = self.encoder.config
         self.dropout = nn.Dropout(getattr(config, "hidden_dropout_prob", 0.1))
         self.head = nn.Linear(config.hidden_size, self.num_labels)
