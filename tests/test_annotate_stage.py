@@ -84,6 +84,7 @@ def test_utilsel_run_annotates_trains_and_reports(cli_env, tmp_path):
     assert all(0.0 <= q["precision"] <= 1.0 and 0.0 <= q["recall"] <= 1.0 for q in quality.values())
     stats = json.loads((art / "stats.json").read_text())
     assert stats["queries"] == 4 and stats["paper_scale"]["gpu_hours"] > 0
+    assert stats["truncation"]["prompts"] == stats["prompts"]  # every prompt went through the budget fitter
     qrels = (art / "qrels_utilsel.txt").read_text().splitlines()
     assert sum(len(r["utilsel"]) for r in rows) == len(qrels)
     report = next((tmp_path / "outputs" / "utilsel").rglob("report.md")).read_text()

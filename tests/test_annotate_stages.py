@@ -167,6 +167,13 @@ def test_the_three_stages_share_one_constructor_and_one_loop(tmp_path):
         build(stage, tmp_path / f"out{n}", tmp_path / f"work{n}", _inputs(**extra))
         assert len(list((tmp_path / f"work{n}" / "shards").glob("shard-*.jsonl"))) == 1
     assert EchoBackend.built == 3  # one backend per stage, built lazily once
+    sections = {}
+    for n, stage in enumerate(stages):  # each stage writes its own report sections from its artifact
+        sections.update(stage.report(types.SimpleNamespace(path=tmp_path / f"out{n}")))
+    assert set(sections) == {"Annotation quality against human labels (Table 1 layout)", "Annotation cost",
+                             "REPLUG utilities", "LLM test collection"}
+    assert "| relsel |" in sections["Annotation quality against human labels (Table 1 layout)"]
+    assert "GPU-hours" in sections["Annotation cost"] and "over the token budget" not in sections["Annotation cost"]
     assert {"precision", "truncation"} <= set(json.loads((tmp_path / "out2" / "agreement.json").read_text()))
 
 
@@ -184,6 +191,8 @@ def test_annotation_stats_count_truncated_prompts_and_keep_the_question(tmp_path
     labels = [json.loads(x) for x in (tmp_path / "out" / "labels.jsonl").read_text().splitlines()]
     assert sum(r["truncation"].get("prompts_truncated", 0) for r in labels) == trunc["prompts_truncated"]
     assert any("prompts were over the token budget" in r.getMessage() for r in caplog.records)
+    cost = stage.report(types.SimpleNamespace(path=tmp_path / "out"))["Annotation cost"]
+    assert f"{trunc['prompts_truncated']} of {trunc['prompts']} prompts were over the token budget" in cost
     seen = stage.backend().seen
     assert len(seen) == stats["prompts"]
     for prompt in seen:  # every prompt fits and still asks its question
@@ -305,6 +314,7 @@ def test_vllm_missing_is_a_user_error_found_by_validate(monkeypatch):
     ({"generation": {"max_new_tokens": 8, "beams": 2}}, "annotator.generation"),
     ({"prompt_version": "v999"}, "annotator.prompt_version"),
     ({"backend": {"_target_": "no.such.Backend"}}, "cannot be imported"),
+    ({"backend": {"_target_": f"{HERE}.EchoBackend", "max_context": 8}}, "leaves no room"),
     ({"backend": {"_target_": "uptrain.annotate.backends.TransformersBackend", "model": "./no/such/dir"}}, "does not exist"),
     ({"backend": {"_target_": "uptrain.annotate.backends.TransformersBackend", "dtype": "float8"}}, "dtype"),
 ])

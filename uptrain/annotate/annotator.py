@@ -87,6 +87,10 @@ class AnnotatorStage(Stage[T]):
                               f"known: {known}") from None
         if int(params.max_new_tokens) < 1:
             raise ConfigError(f"annotator.generation.max_new_tokens must be at least 1, got {params.max_new_tokens}")
+        context = backend.get("max_context") or backend.get("max_model_len")
+        if context and int(params.max_new_tokens) >= int(context):
+            raise ConfigError(f"annotator.generation.max_new_tokens ({params.max_new_tokens}) leaves no room for a prompt "
+                              f"in the model's context of {context} tokens: lower it or raise the context")
         checks = {
             "annotate.batch_queries": (self.batch_queries, 1, False),
             "annotator.window": (self.annotator.get("window", 16), 1, False),

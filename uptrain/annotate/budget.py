@@ -70,6 +70,13 @@ class TruncationStats:
         if self.prompts_truncated:
             log.warning("[%s] %s", stage, self.summary())
 
+    @classmethod
+    def sentence(cls, stats: dict | None) -> str:
+        """A report sentence on a stage's ``truncation`` stats (" " + sentence, or "" if none was cut)."""
+        if not stats or not stats.get("prompts_truncated"):
+            return ""
+        return f" {cls().merge(stats).summary()}."
+
     def summary(self) -> str:
         return (
             f"{self.prompts_truncated} of {self.prompts} prompts were over the token budget: "

@@ -18,8 +18,6 @@ import hashlib
 from pathlib import Path
 from typing import Sequence
 
-from uptrain.data.sources import config_roots
-
 __all__ = ["PromptRenderer", "window", "default_template_root"]
 
 SYSTEM = "system"
@@ -27,6 +25,8 @@ SYSTEM = "system"
 
 def default_template_root() -> Path:
     """``annotator/prompts`` of the installed config package, else of the repository's conf/."""
+    from uptrain.data.sources import config_roots  # the one lookup of the shipped config folders
+
     roots = [r / "annotator" / "prompts" for r in config_roots()]
     for root in roots:
         if root.is_dir():

@@ -208,6 +208,17 @@ class ReplugStage(AnnotatorStage[dict]):
             log.warning("[replug] %d of %d queries have no answer to score: no utility, skipped in training",
                         stats["queries_without_answer"], len(labels))
 
+    def report(self, artifact: Artifact) -> dict[str, str]:
+        st = json.loads((artifact.path / "stats.json").read_text())
+        q = st["quality_top1"]
+        return {"REPLUG utilities": (
+            f"{st['queries']} queries ({st['queries_without_answer']} without an answer), "
+            f"{st['passages_scored']} passages scored in {st['seconds']} s "
+            f"({st['passages_per_second']} passages/s); answers: {st['answers']}. "
+            f"Top-1 passage by utility against the human qrels: precision {q['precision']:.4f}, "
+            f"recall {q['recall']:.4f}.{TruncationStats.sentence(st.get('truncation'))}"
+        )}
+
     def load(self, path: Path) -> dict[str, UtilityLabels]:
         out = {}
         with open(path / "utilities.jsonl", encoding="utf-8") as f:

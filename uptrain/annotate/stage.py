@@ -120,6 +120,23 @@ class AnnotateStage(AnnotatorStage[dict]):
         truncation.warn("annotate")
         log.info("[annotate] %s", json.dumps({k: stats[k] for k in ("queries", "prompts", "tokens_per_second", "unparseable")}))
 
+    def report(self, artifact: Artifact) -> dict[str, str]:
+        """Annotation quality against the human labels (the paper's Table 1) and its cost."""
+        stats = json.loads((artifact.path / "stats.json").read_text())
+        scale = stats["paper_scale"]
+        cost = (
+            f"{stats['queries']} queries, {stats['passages_judged']} passages judged, {stats['prompts']} prompts, "
+            f"{stats['prompt_tokens']} prompt + {stats['output_tokens']} output tokens in {stats['seconds']} s "
+            f"({stats['tokens_per_second']} tokens/s); unparseable answers: {stats['unparseable']}."
+            f"{TruncationStats.sentence(stats.get('truncation'))} At the paper's scale ({scale['queries']} queries) "
+            f"and an assumed {scale['assumed_gpu_tokens_per_second']:.0f} tokens/s per GPU: about "
+            f"{scale['gpu_hours']} GPU-hours."
+        )
+        return {
+            "Annotation quality against human labels (Table 1 layout)": (artifact.path / "table1.md").read_text(),
+            "Annotation cost": cost,
+        }
+
     def load(self, path: Path) -> dict[str, QueryAnnotation]:
         records = {}
         with open(path / "labels.jsonl", encoding="utf-8") as f:

@@ -131,5 +131,14 @@ class LLMTestSetStage(AnnotatorStage[Collection]):
             for a in anns:
                 f.write(json.dumps(a.to_dict(), ensure_ascii=False) + "\n")
 
+    def report(self, artifact: Artifact) -> dict[str, str]:
+        a = json.loads((artifact.path / "agreement.json").read_text())
+        return {"LLM test collection": (
+            f"{a['queries']} test queries, {a['pooled_per_query']:.1f} pooled passages per query judged by the "
+            f"annotator; {a['queries_without_positive']} queries without a relevant passage (not evaluated). "
+            f"Against the human qrels on the same pools: precision {a['precision']:.4f}, recall {a['recall']:.4f}; "
+            f"unparseable answers: {a['unparseable']}.{TruncationStats.sentence(a.get('truncation'))}"
+        )}
+
     def load(self, path: Path) -> Collection:
         return Collection.load(path)
