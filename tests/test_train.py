@@ -163,6 +163,21 @@ def test_collated_batch_of_grown_groups(model):
     assert labels[0, :7].sum() == 6 and labels[1, 7:].sum() == 2
 
 
+def test_query_weights_reach_the_loss(model):
+    """A label spec's per-query weight (LabelledQuery.weight) weighs that query's row of the loss."""
+    ex = [LabelledQuery("q1", "aspirin heart attack", ("d1",), ("d3",), weight=3.0),
+          LabelledQuery("q2", "vitamin d bones", ("d5",), ("d6",))]
+    ds = GroupDataset(ex, DOCS, PosOne(), group_size=2, seed=0)
+    assert [ds[0].weight, ds[1].weight] == [3.0, 1.0]
+    module = BiEncoderModule(model, InfoNCE())
+    batch = GroupCollator(model)([ds[0], ds[1]])
+    with torch.no_grad():
+        loss, _ = module.compute_loss(batch)
+        scores, labels = module.scores_and_labels(batch)
+        rows = [InfoNCE()(scores[i : i + 1], labels[i : i + 1]).item() for i in range(2)]
+    assert loss.item() == pytest.approx((3 * rows[0] + rows[1]) / 4, rel=1e-5)
+
+
 # ---- loss sweep: what the formulas imply for trained models --------------------------------
 # With one positive per query InfoNCE, Conj- and Disj-InfoNCE are the same function, so models
 # trained from the same start and seed must be identical; with several positives they must not.

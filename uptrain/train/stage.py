@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from uptrain.errors import ConfigError
 from uptrain.graph import Artifact, Stage
 from uptrain.labels.sources import LabelConfigError, build_examples, is_soft, parse_spec, required_inputs
-from uptrain.model import FAMILIES, RankingModel, backbone_fingerprint, load_model
+from uptrain.model import RankingModel, backbone_fingerprint, load_model
 from uptrain.train.dataset import GroupDataset
 from uptrain.train.module import RankerModule
 
@@ -90,9 +90,14 @@ class BaseModelStage(Stage[RankingModel]):
         self.model_cfg = OmegaConf.to_container(model_cfg, resolve=True) if isinstance(model_cfg, DictConfig) else dict(model_cfg)
 
     def family(self) -> type[RankingModel] | None:
-        target = self.model_cfg.get("_target_", "")
-        return next((cls for cls in FAMILIES.values()
-                     if target in (f"{cls.__module__}.{cls.__name__}", f"uptrain.model.{cls.__name__}")), None)
+        """The model class the config names, when it is a RankingModel (any module, imported here)."""
+        from hydra.utils import get_class
+
+        try:
+            cls = get_class(self.model_cfg.get("_target_", ""))
+        except Exception:  # noqa: BLE001  an unimportable target fails clearly when the model is built
+            return None
+        return cls if isinstance(cls, type) and issubclass(cls, RankingModel) else None
 
     def validate(self) -> None:
         if not self.model_cfg.get("_target_"):
