@@ -192,3 +192,6 @@ def test_train_stage_trains_the_family_of_its_init_artifact(tmp_path):
     assert stats["family"] == "cross_encoder" and stats["steps"] == 2
     assert stats["positives"]["effective_group_size"] == 4 and stats["positives"]["positives_kept"] == 4
     assert stats["positives"]["positives_cut"] == 0
+    art = Artifact("train", "k4", out, stage.load)
+    section = stage.report(art)["Training phase p1"]
+    assert "cross-encoder" in section and "kept 4, cut 0" in section and "group of 4 passages" in section

@@ -65,6 +65,8 @@ def test_rerank_order_depth_and_counts(tmp_path, collection, family):
     assert stats["family"] == model.family and stats["pairs_per_second"] > 0
     lines = (art.path / RUN_FILE).read_text().split("\n")
     assert lines[0].split()[-1] == "rr"
+    section = RerankStage(depth=4).report(art)["Reranking (toy)"]
+    assert "6 (query, passage) pairs" in section and "(dropped): 1" in section
 
 
 def test_rerank_brings_the_relevant_passage_up(tmp_path, collection):

@@ -104,5 +104,20 @@ class RerankStage(Stage[dict]):
         log.info("[rerank %s] %d queries, %d pairs in %.1fs (%.0f pairs/s)", stats["collection"], stats["queries"],
                  stats["pairs_scored"], stats["seconds"], stats["pairs_per_second"])
 
+    def report(self, artifact: Artifact) -> dict[str, str]:
+        """What was re-scored, how fast, and every gap between the run and the collection."""
+        st = json.loads((artifact.path / RERANK_STATS).read_text())
+        cut = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in st["truncation"].items() if v) or "none"
+        text = (
+            f"The top {st['depth']} of the first-stage run re-scored by the {st['family'].replace('_', '-')}: "
+            f"{st['queries']} queries, {st['pairs_scored']} (query, passage) pairs in {st['seconds']} s "
+            f"({st['pairs_per_second']} pairs/s); truncated: {cut}. Queries with fewer than {st['depth']} "
+            f"candidates: {st['queries_short_of_depth']}; collection queries absent from the run: "
+            f"{st['queries_not_in_run']}; run queries absent from the collection: "
+            f"{st['run_queries_not_in_collection']}; run documents absent from the collection (dropped): "
+            f"{st['missing_docs']}."
+        )
+        return {f"Reranking ({st['collection']})": text}
+
     def load(self, path: Path) -> dict:
         return read_trec_run(path / RUN_FILE)
