@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from uptrain.model import BiEncoder, CrossEncoder, ModelUnavailableError, load_model, resolve_backbone
 from uptrain.model import backbone as backbone_mod
 from uptrain.model import biencoder as biencoder_mod
+from uptrain.graph import Artifact
 from uptrain.train.stage import BaseModelStage
 
 from conftest import DOCS
@@ -217,6 +218,8 @@ def test_model_stage_loads_either_family(tmp_path):
         stage.build(out, tmp_path, {})
         loaded = stage.load(out)
         assert type(loaded) is cls and loaded.can_retrieve is (cls is BiEncoder)
+        assert stage.family() is cls
+        assert stage.report(Artifact("model", "k", out, stage.load)) == {}  # the shipped model has no report section
 
 
 def test_bad_settings_are_rejected():

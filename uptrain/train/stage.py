@@ -120,28 +120,6 @@ class BaseModelStage(Stage[RankingModel]):
         model = instantiate(self.model_cfg)  # loads once, so a missing model fails here, clearly
         model.save(out, with_weights=False)
 
-    def report(self, artifact: Artifact) -> dict[str, str]:
-        """Steps, loss, and what the group held: positives asked, kept and cut, the grown group size."""
-        st = json.loads((artifact.path / "train_stats.json").read_text())
-        pos = st.get("positives") or {}
-        loss = st.get("final_loss")
-        text = (
-            f"{st.get('family', 'biencoder').replace('_', '-')}, labels {st['labels']}: {st['queries']} queries, "
-            f"{st.get('steps')} steps, {st.get('epochs')} epochs, final loss "
-            f"{'n/a' if loss is None else f'{loss:.4f}'}, {st['seconds']} s."
-        )
-        if pos:
-            text += (
-                f" Positives sampled {pos['positives_asked']}, kept {pos['positives_kept']}, cut {pos['positives_cut']}"
-                f" (train.max_positives={pos['max_positives']}); group of {pos['effective_group_size']} passages"
-                f" per query (train.group_size={pos['group_size']})."
-            )
-        cut = st.get("truncation") or {}
-        if any(v for k, v in cut.items() if k.endswith("truncated")):
-            text += " Cut while training: " + ", ".join(
-                f"{k.replace('_', ' ')} {v}" for k, v in cut.items() if k.endswith("truncated") and v) + "."
-        return {f"Training phase {st['phase']}": text}
-
     def load(self, path: Path) -> RankingModel:
         return load_model(path)
 
