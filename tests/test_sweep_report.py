@@ -495,7 +495,8 @@ def with_segments(m: dict, where: str = "groups") -> dict:
     """Query segments as the pipeline writes them: under each group, or (older runs) only under results."""
     results = {}
     for group, g in m["groups"].items():
-        seg = {c: {s: {k: round(v + off, 6) for k, v in agg.items()} for s, off in SEGMENTS.items()}
+        seg = {c: {s: {**{k: round(v + off, 6) for k, v in agg.items()}, "queries": 4 if s == "high" else 2}
+                   for s, off in SEGMENTS.items()}
                for c, agg in g["collections"].items()}
         if where == "groups":
             g["segments"] = seg
@@ -527,11 +528,14 @@ def test_segments_get_a_table_each_and_sweep_json_carries_them(tmp_path):
             assert body[name][header.index("scifact_test nDCG@10")] == f"{sci:.3f}"
             assert body[name][header.index("out_of_domain avg nDCG@10")] == f"{avg:.3f}"
         assert body["bm25"][header.index("scifact_test nDCG@10")] == "n/a"
+        n = 4 if segment == "high" else 2
+        assert f"Queries: scifact_test {n}, cranfield {n}, npl {n}." in part.split(f"### Segment `{segment}`", 1)[1]
     # the overall table is unchanged by the segments
     assert cell(md, "utilsel", "scifact_test nDCG@10").startswith(
         f"{runs['utilsel']['groups']['in_domain']['collections']['scifact_test']['nDCG@10']:.3f}")
     data = json.loads((tmp_path / "r" / "sweep.json").read_text())
     assert data["segments"] == ["high", "low"]
+    assert data["segment_queries"]["low"] == {"scifact_test": 2, "cranfield": 2, "npl": 2}
     human = next(r for r in data["rows"] if r["name"] == "human")
     c = human["cells"]["out_of_domain/cranfield/nDCG@10"]
     assert c["segments"] == pytest.approx({

@@ -428,6 +428,20 @@ def cell(run: Run, col: Column, baseline: Run | None, second: Run | None, segmen
     return out
 
 
+def segment_queries(runs: list[Run], segments: list[str]) -> dict[str, dict[str, int]]:
+    """Segment -> collection -> its number of queries (the ``queries`` the runs wrote; the first run
+    that has it: every run of a sweep evaluates the same queries)."""
+    out: dict[str, dict[str, int]] = {s: {} for s in segments}
+    for run in runs:
+        for g in run.metrics.get("groups", {}):
+            for c in run.collections(g):
+                for s, values in run.segments(g, c).items():
+                    n = values.get("queries") if isinstance(values, dict) else None
+                    if s in out and n is not None:
+                        out[s].setdefault(c, int(n))
+    return out
+
+
 def segment_names(runs: list[Run]) -> list[str]:
     """Every query segment of the runs, in the order the runs list them."""
     names: dict[str, None] = {}
@@ -465,6 +479,7 @@ def build(runs: list[Run], baseline_name: str, measures: dict[str, list[str]],
         "alpha": ALPHA,
         "columns": [{"key": c.key, "group": c.group, "collection": c.collection, "measure": c.measure} for c in cols],
         "segments": segments,
+        "segment_queries": segment_queries(runs, segments),
         "merged": sum(len(r["merged"]) for r in rows),
         "rows": rows,
     }
@@ -554,7 +569,10 @@ def render(data: dict[str, Any]) -> str:
                   "the segment; no markers (metrics.json does not list a segment's queries, so there is no "
                   "paired test)."]
         for segment in data["segments"]:
+            counts = data.get("segment_queries", {}).get(segment) or {}
             parts += [f"### Segment `{segment}`", segment_table(data, segment)]
+            if counts:
+                parts.append("Queries: " + ", ".join(f"{c} {n}" for c, n in counts.items()) + ".")
     parts += ["## Runs", runs_table(data), "## Plots"]
     for title, key in (("Human-label ratio in curriculum learning (the paper's Figure 3)", "curriculum"),
                        ("In-domain against out-of-domain nDCG@10", "in_vs_out")):
