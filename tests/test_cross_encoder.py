@@ -161,27 +161,35 @@ class Entry:  # the fields of a pool entry the label sources read
     candidates: tuple
 
 
-def test_train_stage_trains_the_family_of_its_init_artifact(tmp_path):
-    """TrainStage reads the family from the init artifact, trains it, publishes the same family,
-    and reports the grown group (pos_all asks for 3 positives with group_size 2)."""
+def stage_inputs(tmp_path, model) -> dict:
     init_dir = tmp_path / "init"
-    CrossEncoder(max_length=48).save(init_dir, with_weights=False)
+    model.save(init_dir, with_weights=False)
     collection = Collection("toy", dict(DOCS), {e.query_id: e.query for e in TOY}, {})
     pool = [Entry("q1", TOY[0].query, ("d1", "d2", "d6"), ("d1", "d2", "d6", "d3", "d7")),
             Entry("q2", TOY[2].query, ("d5",), ("d5", "d6", "d8"))]
-    inputs = {
+    return {
         "data": Artifact("data", "k1", tmp_path, lambda p: collection),
         "pool": Artifact("pool", "k2", tmp_path, lambda p: pool),
         "init": Artifact("model", "k3", init_dir, load_model),
     }
-    stage = TrainStage(
-        "p1", loss_cfg={"_target_": "uptrain.losses.PointwiseBCE"},
+
+
+def train_stage(loss: str) -> TrainStage:
+    return TrainStage(
+        "p1", loss_cfg={"_target_": f"uptrain.losses.{loss}"},
         sampling_cfg={"_target_": "uptrain.sampling.PosAll"},
         trainer_cfg={"_target_": "lightning.Trainer", "accelerator": "cpu", "devices": 1, "max_steps": 2,
                      "enable_progress_bar": False, "enable_model_summary": False},
         hparams={"batch_size": 2, "group_size": 2, "lr": 1e-4, "warmup_ratio": 0.0, "passage_max_length": 32},
         labels="human",
     )
+
+
+def test_train_stage_trains_the_family_of_its_init_artifact(tmp_path):
+    """TrainStage reads the family from the init artifact, trains it, publishes the same family,
+    and reports the grown group (pos_all asks for 3 positives with group_size 2)."""
+    inputs = stage_inputs(tmp_path, CrossEncoder(max_length=48))
+    stage = train_stage("PointwiseBCE")
     out, work = tmp_path / "out", tmp_path / "work"
     out.mkdir()
     work.mkdir()
@@ -195,3 +203,10 @@ def test_train_stage_trains_the_family_of_its_init_artifact(tmp_path):
     art = Artifact("train", "k4", out, stage.load)
     section = stage.report(art)["Training phase p1"]
     assert "cross-encoder" in section and "kept 4, cut 0" in section and "group of 4 passages" in section
+
+
+def test_graded_loss_without_grades_fails_before_training(tmp_path):
+    inputs = stage_inputs(tmp_path, CrossEncoder(max_length=48, num_labels=3))
+    with pytest.raises(ConfigError, match="gives none"):
+        train_stage("PointwiseCE").build(tmp_path / "out", tmp_path / "work", inputs)
+    assert not (tmp_path / "work").exists()  # nothing was trained or checkpointed

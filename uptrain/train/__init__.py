@@ -1,1 +1,1 @@
-"""Training: group datasets, the Lightning bi-encoder module, and the training-phase stage."""
+"""Training: group datasets, the one Lightning module for every model family, and the training-phase stage."""

@@ -181,6 +181,13 @@ class TrainStage(Stage[RankingModel]):
             self.labels, inputs["pool"].value, values, human_ratio=self.human_ratio, seed=self.seed
         )
         log.info("[train %s] labels %s: %s", self.phase, self.labels, label_stats.as_dict())
+        loss = instantiate(self.loss_cfg)
+        if getattr(loss, "target", "positive") == "grade" and not any(getattr(e, "grades", None) for e in examples):
+            raise ConfigError(
+                f"training phase '{self.phase}': loss '{getattr(loss, 'name', loss)}' trains on graded labels, and "
+                f"the label spec {self.labels!r} gives none (its queries carry no grades). Use a graded label "
+                "source, or a loss over positive sets (infonce, pointwise_bce)."
+            )
         dataset = GroupDataset(
             examples, collection.docs, instantiate(self.sampling_cfg),
             group_size=hp["group_size"], seed=self.seed, max_positives=hp.get("max_positives"),
@@ -206,7 +213,7 @@ class TrainStage(Stage[RankingModel]):
             drop_last=multi,  # equal batch shapes on every rank for the cross-device gather
         )  # shuffled from the seed_everything state (a torch.Generator cannot cross ddp_spawn)
         module = RankerModule(
-            model, instantiate(self.loss_cfg), lr=hp["lr"], weight_decay=hp.get("weight_decay", 0.01),
+            model, loss, lr=hp["lr"], weight_decay=hp.get("weight_decay", 0.01),
             warmup_ratio=hp.get("warmup_ratio", 0.1), in_batch_negatives=hp.get("in_batch_negatives", True),
             cross_device=hp.get("cross_device", True),
         )
@@ -265,7 +272,7 @@ class TrainStage(Stage[RankingModel]):
         if pos:
             text += (
                 f" Positives sampled {pos['positives_asked']}, kept {pos['positives_kept']}, cut {pos['positives_cut']}"
-                f" (train.max_positives={pos['max_positives']}); group of {pos['effective_group_size']} passages"
+                f" (train.max_positives={'null' if pos['max_positives'] is None else pos['max_positives']}); group of {pos['effective_group_size']} passages"
                 f" per query (train.group_size={pos['group_size']})."
             )
         cut = st.get("truncation") or {}
