@@ -298,14 +298,23 @@ class LLMTestPath(EvalPath):
             raise ConfigError("eval.llm_test.systems is empty: name the experiments whose runs are pooled")
         if llm.get("pool", "fixed") not in self.POOLS:
             raise ConfigError(f"eval.llm_test.pool must be one of {', '.join(self.POOLS)}, got {llm.get('pool')!r}")
+        self._stage(cfg, list(llm.systems)).validate()  # the annotator's settings, before any training
+
+    @staticmethod
+    def _stage(cfg: DictConfig, systems: list[str]):
+        from uptrain.evaluate.llm_testset import LLMTestSetStage
+
+        llm = cfg.eval.llm_test
+        return LLMTestSetStage(
+            cfg.annotator, systems=systems, queries=llm.queries, depth=llm.depth, seed=llm.seed,
+            steps=list(llm.steps), label_step=llm.label_step, batch_queries=cfg.annotate.get("batch_queries", 4),
+        )
 
     def measures(self, cfg: DictConfig) -> list[str]:
         names = check_measures(cfg.eval.llm_test.measures, "eval.llm_test.measures")
         return names + [m for m in ("Judged@10",) if m not in names]
 
     def run(self, ctx: EvalContext) -> PathResult:
-        from uptrain.evaluate.llm_testset import LLMTestSetStage
-
         out = PathResult()
         if not ctx.llm_test_runs:
             log.warning("eval.llm_test is enabled but no system runs were given: the LLM test collection is skipped")
@@ -317,10 +326,7 @@ class LLMTestPath(EvalPath):
         pool_mode = llm.get("pool", "fixed")
         if pool_mode == "with_run" and cfg.name not in systems:
             systems[cfg.name] = run
-        stage = LLMTestSetStage(
-            cfg.annotator, systems=list(systems), queries=llm.queries, depth=llm.depth, seed=llm.seed,
-            steps=list(llm.steps), label_step=llm.label_step, batch_queries=cfg.annotate.get("batch_queries", 4),
-        )
+        stage = self._stage(cfg, list(systems))
         testset = ctx.runner.run(stage, {"data": data, **{f"run_{s}": a for s, a in systems.items()}}, label="llm_testset")
         measures = self.measures(cfg)
         result = ctx.evaluate(testset, run, measures, "evaluate_llm_test")
