@@ -33,14 +33,14 @@ def collection():
     return Collection("toy", dict(DOCS), dict(QUERIES), {})
 
 
-def run_stage(tmp_path, collection, model, depth):
+def run_stage(tmp_path, collection, model, depth, keep_tail=False):
     runner = Runner(ArtifactCache(tmp_path / "cache"), tmp_path / "run")
     inputs = {
         "data": Artifact("data", "kd", tmp_path, lambda p: collection),
         "run": Artifact("retrieve", "kr", tmp_path, lambda p: RUN),
         "model": Artifact("model", "km", tmp_path, lambda p: model),
     }
-    art = runner.run(RerankStage(depth=depth, batch_size=2, tag="rr", show_progress=False), inputs)
+    art = runner.run(RerankStage(depth=depth, batch_size=2, tag="rr", show_progress=False, keep_tail=keep_tail), inputs)
     return art, json.loads((art.path / RERANK_STATS).read_text())
 
 
@@ -77,8 +77,19 @@ def test_rerank_brings_the_relevant_passage_up(tmp_path, collection):
     assert list(art.value["q2"])[0] == "d5"
 
 
+def test_the_first_stage_tail_follows_the_reranked_depth(tmp_path, collection):
+    # without the tail, R@1000 of a reranked top-100 would collapse to R@100 (a false "-" marker)
+    model = BiEncoder()
+    top, _ = run_stage(tmp_path / "a", collection, model, depth=4)
+    full, stats = run_stage(tmp_path / "b", collection, model, depth=4, keep_tail=True)
+    assert list(full.value["q1"])[:4] == list(top.value["q1"])  # the reranked head is unchanged
+    assert list(full.value["q1"])[4:] == ["d8"]  # then the first stage's rank 5, below every reranked score
+    assert full.value["q1"]["d8"] < min(top.value["q1"].values())
+    assert stats["tail_docs"] == 1 and full.value["q2"] == top.value["q2"]
+
+
 def test_rerank_spec_and_bad_depth():
-    assert RerankStage(depth=20, tag="x").spec() == {"depth": 20, "tag": "x"}
+    assert RerankStage(depth=20, tag="x").spec() == {"depth": 20, "tag": "x", "keep_tail": True}
     assert RerankStage(depth=20, batch_size=8).spec() == RerankStage(depth=20, batch_size=128).spec()
     with pytest.raises(ValueError, match="depth"):
         RerankStage(depth=0)

@@ -78,28 +78,53 @@ def rerank(collection, run: Mapping[str, Mapping[str, float]], model, depth: int
     return out, stats
 
 
+def append_tail(reranked: Mapping[str, Mapping[str, float]], first: Mapping[str, Mapping[str, float]],
+                depth: int) -> tuple[Run, int]:
+    """Each query's reranked top-``depth``, then the first stage's documents below rank ``depth`` in
+    their first-stage order, scored below every reranked document; returns (run, tail documents)."""
+    out: Run = {}
+    tail_docs = 0
+    for qid, scores in reranked.items():
+        row = dict(scores)
+        floor = min(row.values()) if row else 0.0
+        tail = [d for d, _ in ranked(first.get(qid, {}))[depth:] if d not in row]
+        for i, d in enumerate(tail, 1):
+            row[d] = floor - float(i)
+        tail_docs += len(tail)
+        out[qid] = row
+    return out, tail_docs
+
+
 class RerankStage(Stage[dict]):
     """Inputs: ``data`` (the collection), ``run`` (a first-stage run artifact), ``model`` (any family)."""
 
     name = "rerank"
     inputs = ("data", "run", "model")
+    version = 2  # 2: the first stage's documents below the depth follow the reranked ones
 
-    def __init__(self, depth: int = 100, batch_size: int = 64, tag: str = "uptrain-rerank", show_progress: bool = True):
+    def __init__(self, depth: int = 100, batch_size: int = 64, tag: str = "uptrain-rerank", show_progress: bool = True,
+                 keep_tail: bool = True):
         if isinstance(depth, bool) or int(depth) != depth or depth < 1:
             raise ValueError(f"rerank depth must be a positive integer, got {depth!r}")
         self.depth = int(depth)
         self.batch_size = int(batch_size)
         self.tag = tag
         self.show_progress = show_progress
+        self.keep_tail = bool(keep_tail)
 
     def spec(self) -> dict:
         # batch_size changes speed, not scores; the tag is written into every line of the run
-        return {"depth": self.depth, "tag": self.tag}
+        return {"depth": self.depth, "tag": self.tag, "keep_tail": self.keep_tail}
 
     def build(self, out: Path, work: Path, inputs: Mapping[str, Artifact]) -> None:
         run, stats = rerank(inputs["data"].value, inputs["run"].value, inputs["model"].value,
                             depth=self.depth, batch_size=self.batch_size, show_progress=self.show_progress)
-        write_trec_run(out / RUN_FILE, run, tag=self.tag, depth=self.depth)
+        depth = self.depth
+        if self.keep_tail:
+            # without the tail a reranked run would lose every recall measure beyond the depth
+            run, stats["tail_docs"] = append_tail(run, inputs["run"].value, self.depth)
+            depth = None
+        write_trec_run(out / RUN_FILE, run, tag=self.tag, depth=depth)
         (out / RERANK_STATS).write_text(json.dumps(stats, indent=2))
         log.info("[rerank %s] %d queries, %d pairs in %.1fs (%.0f pairs/s)", stats["collection"], stats["queries"],
                  stats["pairs_scored"], stats["seconds"], stats["pairs_per_second"])
@@ -116,6 +141,8 @@ class RerankStage(Stage[dict]):
             f"{st['queries_not_in_run']}; run queries absent from the collection: "
             f"{st['run_queries_not_in_collection']}; run documents absent from the collection (dropped): "
             f"{st['missing_docs']}."
+            + (f" Below them, the first stage's next {st['tail_docs']} documents in its order (so recall beyond "
+               f"the depth is the first stage's)." if st.get("tail_docs") is not None else "")
         )
         return {f"Reranking ({st['collection']})": text}
 
