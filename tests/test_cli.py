@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from scipy.stats import ttest_rel
 
 from conftest import DATA, NO_BASELINE, REPO, needs_data, run_cli, uptrain_command
 
@@ -203,6 +204,84 @@ def test_baseline_markers_against_named_experiment(cli_env, tmp_path):
     assert set(metrics["baseline"]["markers"]["in_domain"]["scifact_test"]) == {"RR@10", "R@50", "R@100", "nDCG@10"}
     assert (run_dir / "baseline_bm25" / "metrics.json").is_file()
     assert "bm25" in (run_dir / "report.md").read_text()
+
+
+# A collection of paraphrases: no query shares a word (or a stem) with any document, so BM25
+# cannot rank (it scores nothing) while the encoder finds the paraphrase.
+PARAPHRASES = [
+    ("How do felines nap?", "Cats sleep for most of the day, curled up somewhere warm."),
+    ("physician treating patients", "The doctor examined the sick man at the clinic."),
+    ("automobile mechanic", "A garage worker fixes broken cars and trucks."),
+    ("ocean voyage on a ship", "The sailors crossed the sea aboard a large boat."),
+    ("purchasing groceries", "She went to the supermarket to buy food and vegetables."),
+    ("infant crying at midnight", "The baby wept loudly in the middle of the night."),
+    ("cash machine withdrawal", "An ATM lets bank customers take out money."),
+    ("heavy rainfall and flooding", "A storm poured water over the town and the rivers overflowed."),
+    ("canine companion", "A dog is a loyal pet and friend to people."),
+    ("lunar landing astronauts", "Men from NASA walked on the moon in 1969."),
+    ("cooking pasta noodles", "Boil spaghetti in salted water until it is soft."),
+    ("chilly winter weather", "It was freezing cold outside and snow covered the streets in January."),
+    ("jogging for fitness", "Running regularly keeps your heart and body healthy."),
+    ("airplane pilot", "The aviator flew the jet across the Atlantic."),
+]
+DISTRACTORS = [
+    "The stock market rose sharply on Tuesday.", "Volcanoes erupt molten rock from deep underground.",
+    "Tulips bloom in spring across the Dutch fields.", "Chess players plan many moves ahead.",
+    "Bees make honey from flower nectar.", "The museum displays ancient Egyptian statues.",
+]
+
+
+def paraphrase_collection(folder: Path) -> str:
+    """The files of the paraphrase collection, and the override that adds it as `para`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    docs = [f"x{i}\t{t}" for i, t in enumerate(DISTRACTORS)]
+    docs += [f"d{i}\t{doc}" for i, (_, doc) in reversed(list(enumerate(PARAPHRASES)))]  # not in query order
+    (folder / "docs.tsv").write_text("\n".join(docs) + "\n")
+    (folder / "topics.tsv").write_text("".join(f"q{i}\t{q}\n" for i, (q, _) in enumerate(PARAPHRASES)))
+    (folder / "qrels.txt").write_text("".join(f"q{i} 0 d{i} 1\n" for i in range(len(PARAPHRASES))))
+    files = ",".join(f"{k}:'{folder / f}'" for k, f in (("docs", "docs.tsv"), ("topics", "topics.tsv"), ("qrels", "qrels.txt")))
+    return f"+eval.collections.para={{_target_:uptrain.data.TrecSource,name:para,fields:[text],{files}}}"
+
+
+def table_cells(report: str, row_label: str) -> dict[str, str]:
+    """Measure -> cell text of one row of a run report's results table (Collection | measures...)."""
+    header = None
+    for line in report.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else None
+        if cells and cells[0] == "Collection":
+            header = cells
+        elif cells and header and cells[0] == row_label:
+            return dict(zip(header[1:], cells[1:]))
+    raise AssertionError(f"no row {row_label!r} in the report")
+
+
+@needs_data
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:Precision loss:RuntimeWarning")  # scipy, on near-constant differences
+def test_dagger_marks_the_values_significantly_better_than_the_second_baseline(cli_env, tmp_path):
+    # bug caught: the old check looked for the dagger's legend line, which is printed whenever a
+    # second baseline is named, so markers that were never computed (or never reached the table)
+    # passed. Here the encoder is certain to beat BM25 on paraphrases (BM25 ranks nothing), so each
+    # value must carry the dagger itself, and exactly where a paired t-test of the per-query values says so.
+    proc = run_cli(["+exp=zeroshot", "profile=tiny", "eval.second_baseline=bm25", paraphrase_collection(tmp_path / "para"),
+                    "eval.groups.in_domain=[para]", "eval.groups.out_of_domain=[]"], cli_env, tmp_path)
+    run_dir = _run_dir(proc.stdout)
+    mine = json.loads((run_dir / "metrics.json").read_text())
+    bm25 = json.loads((run_dir / "baseline_bm25" / "metrics.json").read_text())
+    ours = mine["per_query"]["in_domain"]["para"]
+    theirs = bm25["per_query"]["in_domain"]["para"]
+    assert bm25["groups"]["in_domain"]["collections"]["para"]["nDCG@10"] < 0.2  # the collection is what it claims
+    assert mine["groups"]["in_domain"]["collections"]["para"]["nDCG@10"] > 0.6
+    cells = table_cells((run_dir / "report.md").read_text(), "para")
+    for measure in ("RR@10", "nDCG@10"):
+        a = [ours[measure][q] for q in sorted(ours[measure])]
+        b = [theirs[measure][q] for q in sorted(ours[measure])]
+        assert ttest_rel(a, b).pvalue < 0.05 and sum(a) > sum(b)
+        value = mine["groups"]["in_domain"]["collections"]["para"][measure]
+        assert cells[measure] == f"{value:.4f}\u2020", cells  # the dagger on the number, nothing else
+    assert mine["markers"]["in_domain"]["para"]["nDCG@10"] == "\u2020"
+    console = [line.split() for line in proc.stdout.splitlines() if line.startswith("para ")]
+    assert console and f"{mine['groups']['in_domain']['collections']['para']['nDCG@10']:.4f}\u2020" in console[-1]
 
 
 @needs_data
