@@ -7,14 +7,14 @@ from __future__ import annotations
 import json
 import math
 import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import DATA, REPO, needs_data, run_cli
+from conftest import REPO, needs_data, run_cli
+from test_labels import POOL as LABEL_POOL, Entry
 from uptrain.cache import ArtifactCache
 from uptrain.errors import ConfigError, UserError
 from uptrain.evaluate.metrics import EvalResult
@@ -28,18 +28,7 @@ from uptrain.labels import (
 from uptrain.pipeline import significance_markers, validate
 
 
-@dataclass
-class Entry:
-    query_id: str
-    query: str
-    positives: tuple
-    candidates: tuple
-
-
-POOL = [
-    Entry("q1", "aspirin heart", ("d1",), ("d3", "d1", "d2", "d4")),
-    Entry("q2", "vitamin d bones", ("d5",), ("d5", "d6", "d7")),
-]
+POOL = LABEL_POOL[:2]  # q1 "aspirin heart" (d1 | d3 d1 d2 d4), q2 "vitamin d bones" (d5 | d5 d6 d7)
 
 
 def compose_cfg(*overrides: str):

@@ -129,12 +129,6 @@ def validate(cfg: DictConfig, logger_factory=None) -> Plan:
     """
     ranking = plan_ranking(cfg)
     phases = plan_phases(cfg, logger_factory)
-    # every collection's files exist (a local collection's missing file names its remedies)
-    sources = ([cfg.data.train] if phases else []) + [
-        cfg.eval.collections[n] for names in (cfg.eval.groups or {}).values() for n in (names or [])
-        if n in cfg.eval.collections]
-    for source in sources:
-        DataStage(instantiate(source)).validate()
     for stage in phases:
         stage.validate()
         for producer_stage in plan_inputs(cfg, input_requests(stage.labels)):
@@ -142,7 +136,14 @@ def validate(cfg: DictConfig, logger_factory=None) -> Plan:
     paths = configured_paths(cfg)
     for path in paths:
         path.validate(cfg)
-    return Plan(cfg, ranking, phases, paths, _segmentations(cfg))
+    segmentations = _segmentations(cfg)
+    # last, every collection's files exist (a local collection's missing file names its remedies)
+    sources = ([cfg.data.train] if phases else []) + [
+        cfg.eval.collections[n] for names in (cfg.eval.groups or {}).values() for n in (names or [])
+        if n in cfg.eval.collections]
+    for source in sources:
+        DataStage(instantiate(source)).validate()
+    return Plan(cfg, ranking, phases, paths, segmentations)
 
 
 def build_model(runner: Runner, plan: Plan, train_data: Artifact | None) -> Artifact:
