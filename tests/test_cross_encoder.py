@@ -125,13 +125,18 @@ def test_training_raises_positives_above_negatives(caplog, tmp_path):
     before = margin(model)
     ds = GroupDataset(TOY, DOCS, PosOne(), group_size=4, seed=0)
     with caplog.at_level(logging.INFO, logger="uptrain"):
-        module = RankerModule(model, InfoNCE(), lr=2e-4, warmup_ratio=0.0, in_batch_negatives=True)
+        module = RankerModule(model, InfoNCE(), lr=1e-4, warmup_ratio=0.0, in_batch_negatives=True, head_lr_scale=2.0)
     assert caplog.text.count("no in-batch negatives") == 1 and module.in_batch_negatives is False
     trainer = L.Trainer(accelerator="cpu", max_steps=8, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path))
     trainer.fit(module, DataLoader(ds, batch_size=4, shuffle=True, collate_fn=model.collator()))
     after = margin(model)
     assert after > 0 and after > before + 0.5, (before, after)
+    # the fresh head trains at lr * head_lr_scale, the pretrained backbone at lr
+    groups = trainer.optimizers[0].param_groups
+    head = {id(p) for p in model.head.parameters()}
+    rates = {all(id(p) in head for p in g["params"]): g["initial_lr"] for g in groups}
+    assert rates == {True: pytest.approx(2e-4), False: pytest.approx(1e-4)}
 
 
 def test_pointwise_ce_needs_a_multiclass_head_and_grades():

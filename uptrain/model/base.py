@@ -43,6 +43,8 @@ class RankingModel(nn.Module, ABC):
     supports_in_batch_negatives: ClassVar[bool] = False
     artifact_file: ClassVar[str]
     train_length_attr: ClassVar[str]
+    #: parameter name prefixes initialised from scratch (a scoring head): trained at lr * train.head_lr_scale
+    fresh_parameter_prefixes: ClassVar[tuple[str, ...]] = ()
     num_labels: int = 1
 
     def __init_subclass__(cls, **kw):

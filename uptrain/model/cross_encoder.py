@@ -47,6 +47,7 @@ class CrossEncoder(RankingModel):
     supports_in_batch_negatives = False
     artifact_file = ARTIFACT_FILE
     train_length_attr = "max_length"
+    fresh_parameter_prefixes = ("head.",)
 
     def __init__(
         self,

@@ -53,9 +53,13 @@ class RankerModule(L.LightningModule):
         warmup_ratio: float = 0.1,
         in_batch_negatives: bool = True,
         cross_device: bool = True,
+        head_lr_scale: float = 1.0,
     ):
         super().__init__()
         check_loss_fits(model, loss)
+        if head_lr_scale <= 0:
+            raise ConfigError(f"train.head_lr_scale must be > 0, got {head_lr_scale}")
+        self.head_lr_scale = float(head_lr_scale)
         self.model = model
         self.loss_fn = loss
         self.lr = float(lr)
@@ -124,11 +128,15 @@ class RankerModule(L.LightningModule):
         from transformers import get_linear_schedule_with_warmup
 
         no_decay = ("bias", "LayerNorm.weight", "layer_norm", "norm.weight")
+        # a fresh scoring head starts from noise while the backbone is pretrained: it may learn faster
+        fresh = tuple(f"model.{p}" for p in self.model.fresh_parameter_prefixes)
+        groups: dict[tuple[bool, bool], list] = {}
+        for n, p in self.named_parameters():
+            groups.setdefault((n.startswith(fresh) if fresh else False, any(k in n for k in no_decay)), []).append(p)
         params = [
-            {"params": [p for n, p in self.named_parameters() if not any(k in n for k in no_decay)],
-             "weight_decay": self.weight_decay},
-            {"params": [p for n, p in self.named_parameters() if any(k in n for k in no_decay)],
-             "weight_decay": 0.0},
+            {"params": ps, "weight_decay": 0.0 if nd else self.weight_decay,
+             "lr": self.lr * (self.head_lr_scale if is_fresh else 1.0)}
+            for (is_fresh, nd), ps in sorted(groups.items())
         ]
         opt = torch.optim.AdamW(params, lr=self.lr)
         total = max(1, int(self.trainer.estimated_stepping_batches))

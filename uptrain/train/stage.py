@@ -215,7 +215,7 @@ class TrainStage(Stage[RankingModel]):
         module = RankerModule(
             model, loss, lr=hp["lr"], weight_decay=hp.get("weight_decay", 0.01),
             warmup_ratio=hp.get("warmup_ratio", 0.1), in_batch_negatives=hp.get("in_batch_negatives", True),
-            cross_device=hp.get("cross_device", True),
+            cross_device=hp.get("cross_device", True), head_lr_scale=hp.get("head_lr_scale", 1.0),
         )
         ckpt_dir = work / "checkpoints"
         checkpoint = ModelCheckpoint(
