@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -182,6 +183,16 @@ def test_multirun_over_losses_reuses_one_pool(cli_env, tmp_path):
     assert len(reports) == 3
     keys = {json.loads(p.read_text())["stages"][-1]["key"] for p in reports}
     assert len(keys) == 3
+    # the sweep report of this multirun has a row per loss (it kept one run per experiment name)
+    exe = Path(uptrain_command()[0]).parent / "uptrain-report"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "uptrain.report.sweep"]
+    report = subprocess.run([*cmd, str(tmp_path / "multirun"), "--baseline", "human loss=infonce"], cwd=tmp_path,
+                            env=cli_env, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    sweep = json.loads(next((tmp_path / "multirun").glob("sweep.json")).read_text())
+    assert sorted(r["label"] for r in sweep["rows"]) == [
+        "Human (loss=conj_infonce)", "Human (loss=disj_infonce)", "Human (loss=infonce)"]
+    assert sweep["baseline_label"] == "Human (loss=infonce)" and sweep["merged"] == 0
 
 
 @needs_data

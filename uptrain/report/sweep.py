@@ -302,9 +302,9 @@ def discover(paths: list[Path], warn: Callable[[str], None] | None = None) -> li
 def choose_baseline(runs: list[Run], spec: str, warn: Callable[[str], None] | None = None) -> Run | None:
     """The run ``spec`` ("NAME [KEY=VALUE ...]") names: among the runs of NAME holding those
     overrides, the only one, else the one none of the varying overrides apply to, else the first row."""
-    name, *wanted = spec.split()
-    if not name:
+    if not spec.split():
         return None
+    name, *wanted = spec.split()
     want = override_settings(wanted)
     candidates = [r for r in sort_rows(runs) if r.name == name and all(r.settings.get(k) == v for k, v in want.items())]
     if len(candidates) <= 1:
