@@ -58,6 +58,7 @@ def test_encode_order_and_batching_do_not_change_vectors(model):
     b = model.encode(TEXTS[::-1], batch_size=4, show_progress=False)[::-1]
     np.testing.assert_allclose(a, b, atol=1e-5)
     assert model.encode([], show_progress=False).shape == (0, 384)
+    assert not model.training and not model.encoder.training  # encode() leaves no dropout switched on
 
 
 def test_score_is_cosine_over_temperature(model):

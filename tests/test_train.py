@@ -171,11 +171,13 @@ def test_query_weights_reach_the_loss(model):
     assert [ds[0].weight, ds[1].weight] == [3.0, 1.0]
     module = BiEncoderModule(model, InfoNCE())
     batch = GroupCollator(model)([ds[0], ds[1]])
+    assert not model.encoder.training  # no dropout outside training
     with torch.no_grad():
-        loss, _ = module.compute_loss(batch)
-        scores, labels = module.scores_and_labels(batch)
+        loss, out = module.compute_loss(batch)  # one forward pass: the rows below are that pass's
+        scores, labels = out.scores, out.targets["positive"]
         rows = [InfoNCE()(scores[i : i + 1], labels[i : i + 1]).item() for i in range(2)]
-    assert loss.item() == pytest.approx((3 * rows[0] + rows[1]) / 4, rel=1e-5)
+    assert rows[0] != pytest.approx(rows[1], rel=1e-3)  # the weights make a difference
+    assert loss.item() == pytest.approx((3 * rows[0] + rows[1]) / 4, rel=1e-4)
 
 
 # ---- loss sweep: what the formulas imply for trained models --------------------------------

@@ -91,6 +91,7 @@ class BiEncoder(RankingModel):
         self.passage_max_length = int(passage_max_length or self.native_max_length)
         self.truncation_counts: dict[str, int] = Counter(queries=0, queries_truncated=0, passages=0, passages_truncated=0)
         freeze_pooler(self.encoder)
+        self.eval()  # inference mode (no dropout) until training asks for train(); encode() restores it
 
     # ---- configuration -------------------------------------------------
     def settings(self) -> dict:

@@ -80,6 +80,7 @@ class CrossEncoder(RankingModel):
             self.head.weight.normal_(0.0, getattr(config, "initializer_range", 0.02), generator=g)
             self.head.bias.zero_()
         self.truncation_counts: dict[str, int] = Counter(pairs=0, pairs_truncated=0, queries_truncated=0)
+        self.eval()  # inference mode (no dropout) until training asks for train(); encode() restores it
 
     # ---- configuration and artifact ---------------------------------------------------
     def settings(self) -> dict:
