@@ -22,6 +22,7 @@ class LabelledQuery:
     negatives: tuple[str, ...]
     utilities: Mapping[str, float] | None = None
     weight: float = 1.0
+    grades: Mapping[str, int] | None = None  # graded labels (doc id -> grade) for pointwise multi-class losses
 
 
 def stable_seed(*parts: object) -> int:
