@@ -5,9 +5,19 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+
+@dataclass
+class Entry:  # the fields of a pool entry the label sources read
+    query_id: str
+    query: str
+    positives: tuple
+    candidates: tuple
+
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
 
 import lightning as L
 import numpy as np
@@ -24,7 +23,7 @@ from uptrain.train.dataset import GroupDataset, LabelledQuery
 from uptrain.train.module import RankerModule
 from uptrain.train.stage import TrainStage
 
-from conftest import DOCS
+from conftest import Entry, DOCS
 
 TOY = [
     LabelledQuery("q1", "does aspirin prevent heart attacks", ("d1",), ("d3", "d7", "d8")),
@@ -156,14 +155,6 @@ def test_pointwise_ce_needs_a_multiclass_head_and_grades():
     z = out.logits[0].detach().double()
     want = -(math.log(z[0].softmax(-1)[2]) + math.log(z[1].softmax(-1)[0])) / 2
     assert loss.item() == pytest.approx(want, rel=1e-5)
-
-
-@dataclass
-class Entry:  # the fields of a pool entry the label sources read
-    query_id: str
-    query: str
-    positives: tuple
-    candidates: tuple
 
 
 def stage_inputs(tmp_path, model) -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import pytest
 import torch
@@ -18,16 +17,8 @@ from uptrain.sampling import PosOne
 from uptrain.train.dataset import GroupDataset
 from uptrain.train.module import BiEncoderModule, GroupCollator
 
-from conftest import DOCS
+from conftest import Entry, DOCS
 from uptrain.train.stage import TrainStage
-
-
-@dataclass
-class Entry:  # the fields of a pool entry the label sources read
-    query_id: str
-    query: str
-    positives: tuple
-    candidates: tuple
 
 
 POOL = [
