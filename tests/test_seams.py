@@ -455,3 +455,11 @@ def test_judged_at_10_counts_the_share_of_the_top_10_the_pool_judged():
     qrels = {"q": {"d0": 1, "d1": 0, "d2": 0}}
     run = {"q": {f"d{i}": 10.0 - i for i in range(10)}}  # d0..d2 judged, d3..d9 not
     assert evaluate_run(run, qrels, ["Judged@10"]).aggregate["Judged@10"] == pytest.approx(0.3)
+
+
+def test_a_source_named_by_target_keys_by_its_class_and_parses_back():
+    # the pipeline hands spec_key's form to the train stage, which parses it again
+    spec = [{"_target_": f"{__name__}.LongWordSource", "min_len": 6}]
+    key = spec_key(spec)
+    assert key == [{"_target_": f"{__name__}.LongWordSource", "weight": 1.0, "min_len": 6}]
+    assert spec_key(key) == key and required_inputs(key) == ("long_words",)

@@ -95,7 +95,10 @@ class LabelSource:
         params = self.params()
         if self._string_form:
             return self.name if not params else f"{self.name}:{next(iter(params.values()))}"
-        return {"source": self.name, "weight": self.weight, **params}
+        if LABEL_SOURCES.get(self.name) is type(self):
+            return {"source": self.name, "weight": self.weight, **params}
+        # a source not in the registry (named by _target_) keys, and re-parses, by its class path
+        return {"_target_": f"{type(self).__module__}.{type(self).__qualname__}", "weight": self.weight, **params}
 
     def describe(self) -> str:
         params = self.params()
