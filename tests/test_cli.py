@@ -160,6 +160,11 @@ def test_human_run_writes_everything_then_all_cache_hits(cli_env, tmp_path):
     assert len(pool) == 16 and {"query_id", "positives", "negatives"} <= set(pool[0])
     assert (run_dir / "artifacts" / "train_human" / "encoder" / "model.safetensors").is_file()
     assert list((run_dir / "lightning_logs").rglob("metrics.csv"))
+    # model.dtype=auto resolved from this machine's CPU flags, and training followed it
+    fast = any(f in Path("/proc/cpuinfo").read_text() for f in ("amx_bf16", "avx512_bf16"))
+    assert metrics["precision"]["model_dtype"] == {"configured": "auto", "resolved": "bf16" if fast else "fp32"}
+    assert metrics["precision"]["training"] == {"human": "bf16-mixed" if fast else "32-true"}
+    assert ("computing in bf16" if fast else "computing in fp32") in report
 
     second = run_cli(["+exp=human", "profile=tiny", NO_BASELINE], cli_env, tmp_path)
     again = json.loads((_run_dir(second.stdout) / "metrics.json").read_text())

@@ -79,6 +79,9 @@ def _compose(name: str, role: str, same_ratio: bool = False) -> DictConfig:
 def run(cfg: DictConfig) -> float | None:
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
     from uptrain.pipeline import run_experiment, system_run, validate
+    from uptrain.precision import set_threads
+
+    set_threads()  # the cores this process may use (affinity), unless OMP_NUM_THREADS says otherwise
 
     if OmegaConf.is_missing(cfg, "name"):
         known = sorted(p.stem for p in (Path(config_dir()) / "exp").glob("*.yaml"))

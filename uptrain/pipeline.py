@@ -31,6 +31,7 @@ from uptrain.evaluate.significance import compare
 from uptrain.graph import Artifact, Runner
 from uptrain.labels import BuildContext, describe, input_requests, spec_key, uses_human
 from uptrain.labels.producers import plan_inputs
+from uptrain.precision import describe as describe_precision, lightning_precision, resolve_dtype
 from uptrain.report.markdown import console_table, render_report
 from uptrain.train.stage import BaseModelStage, TrainStage
 
@@ -79,6 +80,18 @@ def _phase_labels(phase) -> Any:
     return OmegaConf.to_container(labels, resolve=True) if OmegaConf.is_config(labels) else labels
 
 
+def _trainer_cfg(cfg: DictConfig, phase) -> DictConfig:
+    """The phase's trainer config, ``precision: auto`` resolved from the model's dtype on the
+    trainer's device (bf16-mixed where bf16 is fast), so the cache key holds the choice."""
+    trainer = _merged(cfg.trainer, phase.get("trainer"))
+    if str(trainer.get("precision", "auto")).lower() == "auto":
+        accelerator = str(trainer.get("accelerator", "cpu"))
+        device = "cpu" if accelerator == "cpu" else "auto"
+        dtype = resolve_dtype(cfg.model.get("dtype", "fp32"), device, "model.dtype")
+        trainer = OmegaConf.merge(trainer, {"precision": lightning_precision("auto", dtype)})
+    return trainer
+
+
 def plan_phases(cfg: DictConfig, logger_factory=None) -> list[TrainStage]:
     """One TrainStage per configured phase (each checks its labels and loss on construction)."""
     stages = []
@@ -89,7 +102,7 @@ def plan_phases(cfg: DictConfig, logger_factory=None) -> list[TrainStage]:
             phase=phase.name,
             loss_cfg=phase.get("loss") or cfg.loss,
             sampling_cfg=phase.get("sampling") or cfg.sampling,
-            trainer_cfg=_merged(cfg.trainer, phase.get("trainer")),
+            trainer_cfg=_trainer_cfg(cfg, phase),
             hparams=_merged(cfg.train, phase.get("train")),
             seed=cfg.seed,
             logger_factory=logger_factory,
@@ -280,6 +293,15 @@ def _aggregates(segs: Mapping[str, EvalResult]) -> dict:
     return {s: {**r.aggregate, "queries": r.num_queries} for s, r in segs.items()}
 
 
+def _precision(cfg: DictConfig, plan: Plan) -> dict:
+    """What the model and each training phase computed in, and what this machine offers."""
+    out = {"machine": describe_precision()}
+    if "dtype" in cfg.model:
+        out["model_dtype"] = {"configured": str(cfg.model.dtype), "resolved": resolve_dtype(cfg.model.dtype, "auto")}
+    out["training"] = {stage.phase: stage.trainer_cfg.get("precision") for stage in plan.phases}
+    return out
+
+
 def run_experiment(
     cfg: DictConfig,
     run_dir: Path,
@@ -353,6 +375,7 @@ def run_experiment(
                     "model_family": plan.ranking.model_family if plan.ranking.needs_model else None,
                     "notes": plan.ranking.notes},
         "sections": sections,
+        "precision": _precision(cfg, plan),
         "stages": runner.summary(),
         "collections": collection_stats(runner),
     }

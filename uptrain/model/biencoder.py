@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from uptrain.model.backbone import freeze_pooler, load_pretrained, native_max_length
 from uptrain.model.base import RankingModel
 from uptrain.model.batch import TARGET_FILL, Gather, ScoredBatch, TrainItem, block_diagonal, doc_hash, group_targets
+from uptrain.precision import autocast, resolve_dtype
 
 log = logging.getLogger("uptrain")
 
@@ -63,8 +64,10 @@ class BiEncoder(RankingModel):
         passage_max_length: int | None = None,
         query_prefix: str = "",
         passage_prefix: str = "",
+        dtype: str = "fp32",
     ):
         super().__init__()
+        self.dtype_name = resolve_dtype(dtype, "auto")
         if pooling not in POOLINGS:
             raise ValueError(f"model.pooling must be one of {POOLINGS}, got {pooling!r}")
         if similarity not in SIMILARITIES:
@@ -104,6 +107,7 @@ class BiEncoder(RankingModel):
             "passage_max_length": self.passage_max_length,
             "query_prefix": self.query_prefix,
             "passage_prefix": self.passage_prefix,
+            "dtype": self.dtype_name,
         }
 
     def save(self, path: str | Path, with_weights: bool = True) -> None:
@@ -147,6 +151,7 @@ class BiEncoder(RankingModel):
         weights = settings.pop("weights", None)
         if weights:
             settings["backbone"] = str(path / weights)
+        settings.setdefault("dtype", "fp32")  # artifacts written before model.dtype existed computed in fp32
         return cls(**settings)
 
     # ---- encoding ------------------------------------------------------
@@ -171,7 +176,9 @@ class BiEncoder(RankingModel):
         return enc
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kw) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
+        """Pooled (and for cosine, normalised) embeddings, always float32: under bf16 autocast the
+        encoder's matrix products run in bf16 and pooling and normalisation in fp32."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state.float()
         if self.pooling == "cls":
             emb = hidden[:, 0]
         else:
@@ -182,8 +189,10 @@ class BiEncoder(RankingModel):
         return emb
 
     def score(self, q_emb: torch.Tensor, p_emb: torch.Tensor) -> torch.Tensor:
-        """[Bq, d] x [Bp, d] -> [Bq, Bp] similarities divided by the temperature."""
-        return q_emb @ p_emb.T / self.temperature
+        """[Bq, d] x [Bp, d] -> [Bq, Bp] similarities divided by the temperature, in fp32 even under
+        bf16 autocast: a bf16 cosine carries ~3 digits, i.e. an error near 0.08 in a logit at t = 0.05."""
+        with torch.autocast(device_type=q_emb.device.type, enabled=False):
+            return q_emb.float() @ p_emb.float().T / self.temperature
 
     @torch.inference_mode()
     def encode(
@@ -209,7 +218,8 @@ class BiEncoder(RankingModel):
             idx = order[start : start + batch_size]
             batch = self.tokenize([texts[i] for i in idx], kind)
             batch = {k: v.to(device) for k, v in batch.items()}
-            emb = self(**batch).float().cpu().numpy()
+            with autocast(self.dtype_name, device.type):
+                emb = self(**batch).float().cpu().numpy()
             if out is None:
                 out = np.empty((len(texts), emb.shape[1]), dtype=np.float32)
             out[idx] = emb

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from uptrain.model.backbone import freeze_pooler, load_pretrained, native_max_length
 from uptrain.model.base import RankingModel
 from uptrain.model.batch import Gather, ScoredBatch, TrainItem, group_targets
+from uptrain.precision import autocast, resolve_dtype
 
 log = logging.getLogger("uptrain")
 
@@ -57,8 +58,10 @@ class CrossEncoder(RankingModel):
         head_seed: int = 0,
         query_prefix: str = "",
         passage_prefix: str = "",
+        dtype: str = "fp32",
     ):
         super().__init__()
+        self.dtype_name = resolve_dtype(dtype, "auto")
         if int(num_labels) < 1:
             raise ValueError(f"model.num_labels must be >= 1 (1: a ranking score, C: C grades), got {num_labels}")
         self.backbone = backbone
@@ -91,6 +94,7 @@ class CrossEncoder(RankingModel):
             "head_seed": self.head_seed,
             "query_prefix": self.query_prefix,
             "passage_prefix": self.passage_prefix,
+            "dtype": self.dtype_name,
         }
 
     def save(self, path: str | Path, with_weights: bool = True) -> None:
@@ -116,6 +120,7 @@ class CrossEncoder(RankingModel):
         weights = settings.pop("weights", None)
         if weights:
             settings["backbone"] = str(path / weights)
+        settings.setdefault("dtype", "fp32")  # artifacts written before model.dtype existed computed in fp32
         model = cls(**settings)
         if weights:
             model.head.load_state_dict(load_file(path / HEAD_FILE))
@@ -148,9 +153,12 @@ class CrossEncoder(RankingModel):
         )
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kw) -> torch.Tensor:
-        """Head logits [n, C] from the [CLS] hidden state."""
+        """Head logits [n, C] from the [CLS] hidden state, float32. Under bf16 autocast the encoder's
+        matrix products run in bf16, the head in fp32: a bf16 logit keeps ~3 significant digits,
+        enough to tie candidates that a reranker must order."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state[:, 0]
-        return self.head(self.dropout(hidden))
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            return self.head(self.dropout(hidden.float()))
 
     def logits_to_scores(self, logits: torch.Tensor) -> torch.Tensor:
         """[..., C] -> [...]: the logit for C = 1, the expected grade sum_c c softmax(z)_c for C > 1."""
@@ -175,7 +183,8 @@ class CrossEncoder(RankingModel):
         for start in range(0, len(queries), batch_size):
             idx = order[start : start + batch_size]
             enc = self.tokenize_pairs([queries[i] for i in idx], [passages[i] for i in idx])
-            logits = self(**{k: v.to(device) for k, v in enc.items()})
+            with autocast(self.dtype_name, device.type):
+                logits = self(**{k: v.to(device) for k, v in enc.items()})
             out[idx] = self.logits_to_scores(logits.float()).cpu().numpy()
             bar.update(len(idx))
         bar.close()

@@ -26,6 +26,7 @@ from uptrain.errors import ConfigError
 from uptrain.graph import Artifact, Stage
 from uptrain.labels.sources import LabelConfigError, build_examples, is_soft, parse_spec, required_inputs
 from uptrain.model import RankingModel, backbone_fingerprint, load_model
+from uptrain.precision import canonical, resolve_dtype
 from uptrain.train.dataset import GroupDataset
 from uptrain.train.module import RankerModule
 
@@ -100,6 +101,8 @@ class BaseModelStage(Stage[RankingModel]):
         return cls if isinstance(cls, type) and issubclass(cls, RankingModel) else None
 
     def validate(self) -> None:
+        if "dtype" in self.model_cfg:
+            canonical(self.model_cfg["dtype"], "model.dtype")
         if not self.model_cfg.get("_target_"):
             raise ConfigError("model config has no _target_: choose a model family, e.g. model=minilm or model=cross_encoder")
         if not self.model_cfg.get("backbone"):
@@ -107,7 +110,10 @@ class BaseModelStage(Stage[RankingModel]):
         backbone_fingerprint(self.model_cfg["backbone"])  # a missing packaged model fails here, before anything slow
 
     def spec(self) -> dict:
-        return {**self.model_cfg, "backbone_files": backbone_fingerprint(self.model_cfg["backbone"])}
+        spec = {**self.model_cfg, "backbone_files": backbone_fingerprint(self.model_cfg["backbone"])}
+        if "dtype" in spec:  # what the model computes in here: auto resolved (bf16 where the units are fast)
+            spec["dtype"] = resolve_dtype(spec["dtype"], "auto")
+        return spec
 
     def facets(self) -> dict[str, dict]:
         family = self.family()
@@ -119,6 +125,18 @@ class BaseModelStage(Stage[RankingModel]):
     def build(self, out: Path, work: Path, inputs: Mapping[str, Artifact]) -> None:
         model = instantiate(self.model_cfg)  # loads once, so a missing model fails here, clearly
         model.save(out, with_weights=False)
+
+    def report(self, artifact: Artifact) -> dict[str, str]:
+        """The family, backbone and the precision it computes in (auto resolved on this machine)."""
+        spec = self.spec()
+        if "dtype" not in spec:
+            return {}
+        configured = self.model_cfg["dtype"]
+        family = str(self.model_cfg.get("_target_", "?")).rsplit(".", 1)[-1]
+        how = f" (model.dtype={configured})" if str(configured) != spec["dtype"] else ""
+        detail = ("; matrix products in bf16 under autocast, weights, norms and scores in fp32"
+                  if spec["dtype"] == "bf16" else "")
+        return {"Model": f"{family} on {self.model_cfg['backbone']}, computing in {spec['dtype']}{how}{detail}."}
 
     def load(self, path: Path) -> RankingModel:
         return load_model(path)
