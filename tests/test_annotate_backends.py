@@ -96,7 +96,7 @@ def test_converted_dir_loads_with_its_identity(backend, converted):
     spec = backend.spec()
     assert spec["backend"] == "transformers" and spec["model"] == models.DEFAULT_LLM
     assert spec["model_sha"] == file_digest(GGUF)
-    assert spec["dtype"] == "float32"
+    assert spec["dtype"] == "fp32"  # the constructor's default; configs say auto
     assert backend.max_context >= 2048
     assert backend.count_tokens("hello world") > 0
 
@@ -177,8 +177,8 @@ def test_fitted_prompt_fits_the_real_context_and_keeps_the_question(converted, c
 
 
 def test_get_backend_rejects_unknown_names():
-    with pytest.raises(ValueError, match="transformers.*vllm"):
-        get_backend("llamacpp")
+    with pytest.raises(ValueError, match="transformers.*llamacpp.*vllm"):
+        get_backend("llama-cpp")
 
 
 def test_unknown_local_model_reports_clearly(tmp_path):

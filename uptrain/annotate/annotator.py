@@ -76,8 +76,8 @@ class AnnotatorStage(Stage[T]):
     def _check_config(self) -> None:
         backend = self.annotator.get("backend")
         if not isinstance(backend, Mapping) or not backend.get("_target_"):
-            raise ConfigError("annotator.backend must be a config with a _target_ (e.g. annotator=transformers "
-                              f"or annotator=vllm); got {backend!r}")
+            raise ConfigError("annotator.backend must be a config with a _target_ (e.g. annotator=transformers, "
+                              f"annotator=llamacpp or annotator=vllm); got {backend!r}")
         gen = self.annotator.get("generation") or {}
         try:
             params = GenerationParams(**gen)
@@ -110,7 +110,7 @@ class AnnotatorStage(Stage[T]):
             return get_class(target)
         except Exception as exc:  # noqa: BLE001 - hydra wraps import errors of every kind
             raise ConfigError(f"annotator.backend._target_ {target!r} cannot be imported ({exc}); use "
-                              "uptrain.annotate.backends.TransformersBackend or VLLMBackend") from None
+                              "uptrain.annotate.backends.TransformersBackend, LlamaCppBackend or VLLMBackend") from None
 
     def validate(self) -> None:
         """Config values, the backend class and extras, and the model's identity (a missing model

@@ -1,12 +1,13 @@
-"""Annotator backends: the same chat prompts run in-process on transformers or on vLLM."""
+"""Annotator backends: the same chat prompts run in-process on transformers or llama.cpp, or on vLLM."""
 
 from __future__ import annotations
 
 from uptrain.annotate.backends.base import Backend, BackendStats, Generation, GenerationParams, Messages
+from uptrain.annotate.backends.llamacpp_backend import LlamaCppBackend, LlamaCppUnavailableError
 from uptrain.annotate.backends.transformers_backend import TransformersBackend
 from uptrain.annotate.backends.vllm_backend import VLLMBackend, VLLMUnavailableError
 
-BACKENDS = {"transformers": TransformersBackend, "vllm": VLLMBackend}
+BACKENDS = {"transformers": TransformersBackend, "llamacpp": LlamaCppBackend, "vllm": VLLMBackend}
 
 
 def get_backend(name: str, **kw) -> Backend:
@@ -24,6 +25,8 @@ __all__ = [
     "BackendStats",
     "Generation",
     "GenerationParams",
+    "LlamaCppBackend",
+    "LlamaCppUnavailableError",
     "Messages",
     "TransformersBackend",
     "VLLMBackend",
