@@ -91,7 +91,7 @@ FULL = {
 }
 QUICK = {
     "docs": 12, "batch_size": 4, "max_length": 48, "repeats": 1,
-    "train_steps": 3, "train_batch": 2, "group_size": 2, "train_max_length": 32, "train_warmup": 1,
+    "train_steps": 2, "train_batch": 2, "group_size": 2, "train_max_length": 32, "train_warmup": 1,
     "cross_pairs": 12, "cross_batch": 4, "cross_max_length": 48,
     "annotate_prompts": 2, "annotate_batch": 2,
     "peak_shapes": [(256, 256, 256), (1024, 384, 1536)], "peak_repeats": 2,
@@ -123,6 +123,11 @@ def encoder_flops(shapes, d: int, d_ff: int, layers: int, passes: int = 1) -> fl
 def generation_flops(params: int, tokens: int) -> float:
     """2 FLOPs per parameter per processed token (prompt or generated)."""
     return 2.0 * params * tokens
+
+
+def _sig(x: float | None, digits: int = 4) -> float | None:
+    """``x`` to ``digits`` significant digits (a small rate does not round to 0)."""
+    return None if x is None else float(f"{x:.{digits}g}")
 
 
 def _gflops(flops: float, seconds: float) -> float:
@@ -362,7 +367,7 @@ def pair_shapes(model, queries, passages, batch_size: int) -> list[tuple[int, in
         idx = order[start : start + batch_size]
         enc = model.tokenize_pairs([queries[i] for i in idx], [passages[i] for i in idx])
         shapes.append(tuple(enc["input_ids"].shape))
-    model.truncation_counts.update(counts)  # counting is not scoring
+    dict.update(model.truncation_counts, counts)  # counting is not scoring (a Counter's update would add)
     return shapes
 
 
@@ -424,8 +429,8 @@ def bench_encode(n_docs: int, batch_size: int, max_length: int, repeats: int, pe
             "docs_per_s": round(n_docs / s, 3),
             "seconds": round(s, 4),
             "ratio": round(ref_s / s, 3),
-            "gflops": round(gflops, 2),
-            "share_of_peak": round(_peak_share(gflops, peaks, resolved), 4),
+            "gflops": _sig(gflops),
+            "share_of_peak": _sig(_peak_share(gflops, peaks, resolved)),
             "min_cosine_vs_reference": round(min_cos, 7),
             "output_dtype": str(emb[k].dtype),
         }
@@ -440,8 +445,8 @@ def bench_encode(n_docs: int, batch_size: int, max_length: int, repeats: int, pe
             "impl": "sentence-transformers SentenceTransformer.encode (fp32)",
             "docs_per_s": round(n_docs / ref_s, 3),
             "seconds": round(ref_s, 4),
-            "gflops": round(ref_gflops, 2),
-            "share_of_peak": round(_peak_share(ref_gflops, peaks, "fp32"), 4),
+            "gflops": _sig(ref_gflops),
+            "share_of_peak": _sig(_peak_share(ref_gflops, peaks, "fp32")),
         },
         "ours": rows,
     }
@@ -553,8 +558,8 @@ def bench_train(n_steps: int, batch_size: int, group_size: int, max_length: int,
             "steps_per_s": round(n_steps / seconds, 4),
             "seconds": round(seconds, 4),
             "ratio": round(plain_s / seconds, 3),
-            "gflops": round(gflops, 2),
-            "share_of_peak": round(_peak_share(gflops, peaks, "bf16" if precision.startswith("bf16") else "fp32"), 4),
+            "gflops": _sig(gflops),
+            "share_of_peak": _sig(_peak_share(gflops, peaks, "bf16" if precision.startswith("bf16") else "fp32")),
             "losses": [round(x, 6) for x in losses],
             "loss_vs_plain": diff,
             "loss_rel_tolerance": TRAIN_LOSS_REL_TOL[precision],
@@ -572,8 +577,8 @@ def bench_train(n_steps: int, batch_size: int, group_size: int, max_length: int,
             "impl": "plain PyTorch fp32 loop (AdamW, linear schedule, clipping)",
             "steps_per_s": round(n_steps / plain_s, 4),
             "seconds": round(plain_s, 4),
-            "gflops": round(plain_gflops, 2),
-            "share_of_peak": round(_peak_share(plain_gflops, peaks, "fp32"), 4),
+            "gflops": _sig(plain_gflops),
+            "share_of_peak": _sig(_peak_share(plain_gflops, peaks, "fp32")),
             "losses": [round(x, 6) for x in plain_losses],
         },
         "lightning": runs,
@@ -608,8 +613,8 @@ def bench_cross(n_pairs: int, batch_size: int, max_length: int, repeats: int, pe
             "dtype": resolved,
             "pairs_per_s": round(len(queries) / s, 3),
             "seconds": round(s, 4),
-            "gflops": round(gflops, 2),
-            "share_of_peak": round(_peak_share(gflops, peaks, resolved), 4),
+            "gflops": _sig(gflops),
+            "share_of_peak": _sig(_peak_share(gflops, peaks, resolved)),
         }
     tau = kendalltau(scores["fp32"], scores["bf16"]).statistic
     out["ratio"] = round(min(times["fp32"]) / min(times["bf16"]), 3)
@@ -684,7 +689,7 @@ def _fmt_rate(value, unit: str) -> str:
 def _fmt_gf(ours, ref=None) -> str:
     if ours is None:
         return "-"
-    return f"{ours:.1f}" + ("" if ref is None else f" (ref {ref:.1f})")
+    return f"{ours:.3g}" + ("" if ref is None else f" (ref {ref:.3g})")
 
 
 def _fmt_share(ours, ref=None) -> str:
@@ -769,9 +774,9 @@ def table_rows(results: dict, peaks: dict) -> list[dict]:
                 "reference": f"{row['reference']}: " + _fmt_rate(row["reference_prompts_per_s"], "prompts/s"),
                 "ours": _fmt_rate(row["prompts_per_s"], "prompts/s"),
                 "ratio": row["ratio"],
-                "gflops": None if gf is None else round(gf, 2), "ref_gflops": None if ref_gf is None else round(ref_gf, 2),
-                "share": None if gf is None else round(_peak_share(gf, peaks, dtype), 4),
-                "ref_share": None if ref_gf is None else round(_peak_share(ref_gf, peaks, dtype), 4),
+                "gflops": _sig(gf), "ref_gflops": _sig(ref_gf),
+                "share": None if gf is None else _sig(_peak_share(gf, peaks, dtype)),
+                "ref_share": None if ref_gf is None else _sig(_peak_share(ref_gf, peaks, dtype)),
                 "guard": "same prompts, greedy decoding",
                 "guard_ok": None,
                 "target": f">= {target:g}x",
