@@ -20,7 +20,8 @@ REPRO_ARGS ?=
 help:
 	@echo "make demo     install, then run 'uptrain +exp=human' (profile=$(PROFILE)) and print the results"
 	@echo "make test     install, then run the test suite"
-	@echo "make bench    encoding and training throughput against reference implementations"
+	@echo "make bench    throughput against reference implementations and this machine's matmul peaks"
+	@echo "              (benchmarks/results.json and .md; BENCH_ARGS: sizes, see python -m uptrain.bench --help)"
 	@echo "make smoke    the human experiment shrunk to a few minutes"
 	@echo "make reproduce-utility [PROFILE=demo|smoke|paper] [REPRO_ARGS=overrides]"
 	@echo "              the utility-annotation matrix, its sweep report and the comparison with the paper"
@@ -54,8 +55,10 @@ test: install
 test-fast: install
 	cd tests && ../$(BIN)/python -m pytest -ra -q -m "not slow" .
 
+# run it on an idle machine: every row is a rate, and the fp32 rows of the same run are the "before"
+BENCH_ARGS ?=
 bench: install
-	$(BIN)/python -m uptrain.bench --out benchmarks/results.json
+	$(BIN)/python -m uptrain.bench --out benchmarks/results.json $(BENCH_ARGS)
 
 # one multirun over every experiment of the matrix (shared stages are cache hits), then the
 # sweep report with the paper's findings side by side

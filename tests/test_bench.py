@@ -153,17 +153,44 @@ def test_annotation_gflops_from_two_flops_per_parameter_and_token():
     assert row["share"] == pytest.approx(840000 / 1e9 / PEAKS["fp32"]["gflops"], abs=1e-4)
 
 
-def test_annotation_rows_when_it_returns_several():
-    result = {"model": "m", "rows": [
-        {"name": "transformers bs=4", "ratio": 3.5, "prompts_per_s": 2.0, "reference_prompts_per_s": 0.6},
-        {"name": "vllm", "ratio": 9.0, "prompts_per_s": 5.0},
-        {"name": "a row without a ratio", "prompts_per_s": 1.0},
-    ]}
-    rows = bench.annotate_rows(result)
-    assert [r["label"] for r in rows] == ["transformers bs=4", "vllm"]
-    table = bench.table_rows({"annotate": result}, PEAKS)
-    assert [r["workload"] for r in table] == ["annotate transformers bs=4", "annotate vllm"]
-    assert [r["target_met"] for r in table] == [True, True]
+ANNOTATE_PATHS = {  # bench_annotation's layout with a row per annotator path
+    "model": "m", "prompts": 4, "mean_prompt_tokens": 100.0, "batch_size": 2, "params": 1000,
+    "rows": {
+        "baseline_fp32_generate": {"seconds": 4.0, "prompts_per_s": 1.0, "output_tokens": 20,
+                                   "ratio_to_baseline": 1.0, "selections_differ": 0},
+        "transformers_fp32": {"seconds": 2.0, "prompts_per_s": 2.0, "output_tokens": 20,
+                              "ratio_to_baseline": 2.0, "selections_differ": 0},
+        "transformers_bf16_prefix": {"seconds": 1.0, "prompts_per_s": 4.0, "output_tokens": 30,
+                                     "ratio_to_baseline": 4.0, "selections_differ": 1},
+        "llamacpp": {"seconds": 0.5, "prompts_per_s": 8.0, "output_tokens": 20,
+                     "ratio_to_baseline": 8.0, "selections_differ": 2},
+    },
+    "skipped": {"vllm": "not installed"},
+    "default": "transformers_bf16_prefix",
+    "ratio_prompts_per_s": 4.0,
+}
+
+
+def test_annotation_rows_per_path_beside_the_fp32_baseline():
+    table = bench.table_rows({"annotate": ANNOTATE_PATHS}, PEAKS)
+    by = {r["workload"]: r for r in table}
+    # the baseline is every row's reference, not a row of its own
+    assert list(by) == ["annotate transformers_fp32", "annotate transformers_bf16_prefix (default)", "annotate llamacpp"]
+    default = by["annotate transformers_bf16_prefix (default)"]
+    assert default["target_met"] is True and default["ratio"] == 4.0
+    assert by["annotate transformers_fp32"]["target_met"] is None  # no target beside the default path
+    # 420 + 10 more generated tokens, on the bf16 peak; the reference's 420 tokens in 4 s on the fp32 peak
+    assert default["gflops"] == pytest.approx(2 * 1000 * 430 / 1.0 / 1e9)
+    assert default["share"] == pytest.approx(2 * 1000 * 430 / 1e9 / PEAKS["bf16"]["gflops"])
+    assert default["ref_gflops"] == pytest.approx(2 * 1000 * 420 / 4.0 / 1e9)
+    assert by["annotate transformers_fp32"]["share"] == pytest.approx(2 * 1000 * 420 / 2.0 / 1e9 / PEAKS["fp32"]["gflops"])
+    assert by["annotate llamacpp"]["share"] is None  # a quantized path has no measured peak here
+    assert "1 of 4" in default["guard"]
+    md = bench.markdown({"peaks": {**PEAKS, "bf16_over_fp32": 4.0, "shapes_mkn": [[2, 2, 2]]},
+                         "machine": {"cpu_model": "c", "machine": "x", "cores": 1, "threads": 1, "python": "3",
+                                     "torch": "2", "cpu_flags": [], "precision": {"auto_resolves_to": "fp32"}},
+                         "table": table, "annotate": ANNOTATE_PATHS})
+    assert "vllm (not installed)" in md and "Annotation: not run" not in md
 
 
 def test_loss_difference_is_per_timed_step():
@@ -182,7 +209,7 @@ def test_quick_run_writes_every_row_and_the_machine(tmp_path, monkeypatch):
 
     def fake_annotation(**kw):  # the real one runs an LLM (minutes); its own tests cover it
         calls.append(kw)
-        return dict(ANNOTATE_ONE)
+        return dict(ANNOTATE_PATHS)
 
     monkeypatch.setattr(annotate_bench, "bench_annotation", fake_annotation)
     out = tmp_path / "results.json"
@@ -199,12 +226,13 @@ def test_quick_run_writes_every_row_and_the_machine(tmp_path, monkeypatch):
     assert on_disk["peaks"]["fp32"]["gflops"] > 0 and on_disk["peaks"]["bf16"]["gflops"] > 0
 
     workloads = [r["workload"] for r in on_disk["table"]]
-    assert len(workloads) == 6
+    assert len(workloads) == 5 + 3  # and one per annotator path beside the baseline
     for prefix in ("encode BiEncoder dtype=fp32", "encode BiEncoder dtype=auto", "train Lightning precision=32-true",
                    "train Lightning precision=bf16-mixed", "cross-encoder score_pairs bf16", "annotate "):
         assert any(w.startswith(prefix) for w in workloads), prefix
     for row in on_disk["table"]:
-        assert row["gflops"] > 0 and row["share"] > 0
+        assert row["gflops"] > 0
+        assert row["share"] > 0 or row["workload"] == "annotate llamacpp"
 
     # what the rows compute, not how fast: fp32 encodes as sentence-transformers does, and the
     # fp32 Lightning run follows the plain loop's loss curve step for step (same model, batches, optimiser)

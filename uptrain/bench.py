@@ -32,9 +32,11 @@ Workloads and references
     cross_encoder ``CrossEncoder.score_pairs`` in bf16 against the same model in fp32 (pairs/s);
                   guard: Kendall's tau between the two score lists >= 0.99 (the max abs score
                   difference is reported beside it). No speed target is set.
-    annotate      ``uptrain.annotate.backends.bench.bench_annotation``: the batched backend
-                  against one ``generate()`` per prompt; its dict is stored as returned, and
-                  each of its rows with a ratio goes in the table (target >= 3x).
+    annotate      ``uptrain.annotate.backends.bench.bench_annotation``: each annotator path
+                  (batched fp32 / bf16, with and without the prefix cache, llama.cpp) against
+                  one fp32 ``generate()`` per prompt; its dict is stored as returned, and each
+                  path with a ratio is a row. Target: the default path >= 3x; the guard column
+                  counts the prompts whose parsed selection differs from the baseline's.
 
 FLOP model (``encoder_flops``, ``generation_flops``)
     A BERT-style encoder with hidden size d, feed-forward size d_ff and n layers, on a batch
@@ -46,7 +48,8 @@ FLOP model (``encoder_flops``, ``generation_flops``)
     the padded length of each batch actually run: the texts are tokenized again with the
     same settings and batching as the workload. A training step is 3x its forward passes
     (backward = 2x forward), over the query and the passage batch. Generation counts
-    2 * params per token, prompt and generated tokens alike (padding not counted).
+    2 * params per token, prompt and generated tokens alike (padding not counted; prompt
+    tokens a prefix cache reuses are counted as computed, so such a path's rate is effective).
     Achieved GFLOP/s = counted FLOPs / best wall time; share of peak = achieved / the peak
     of the dtype the workload computes in (fp32 rows: the fp32 peak; bf16 and bf16-mixed
     rows: the bf16 peak).
@@ -639,46 +642,64 @@ def _llm_params(name: str) -> int | None:
         return None
 
 
+BASELINE_ANNOTATE_ROW = "baseline_fp32_generate"
+
+
 def annotate_rows(result) -> list[dict]:
-    """Table rows from what ``bench_annotation`` returned: its ``rows`` when it has them (each with
-    a ``ratio`` and ``prompts_per_s``), else its single batched-against-plain comparison."""
-    if isinstance(result, list):
-        raw = result
-    elif isinstance(result, dict) and isinstance(result.get("rows"), list):
-        raw = result["rows"]
-    else:
-        raw = [result]
+    """Table rows from what ``bench_annotation`` returned.
+
+    Its ``rows`` (a dict by path name, or a list of dicts with a ``name``), each with a ratio
+    (``ratio_to_baseline``, ``ratio`` or ``ratio_prompts_per_s``) and ``prompts_per_s``; the
+    baseline row itself is the reference, not a row. Without ``rows``: the earlier single
+    batched-against-plain comparison."""
+    parent = result if isinstance(result, dict) else {}
+    raw = result.get("rows") if isinstance(result, dict) else result
+    if isinstance(raw, dict):
+        raw = [{"name": k, **v} for k, v in raw.items() if isinstance(v, dict)]
+    elif not isinstance(raw, list):  # the single-comparison layout
+        raw = [{**result, **(result.get("batched") or {}), "name": None}]
+    ref_row = (parent.get("rows") or {}).get(BASELINE_ANNOTATE_ROW) if isinstance(parent.get("rows"), dict) else None
+    ref_row = ref_row or parent.get("plain_generate") or {}
     rows = []
     for r in raw:
-        if not isinstance(r, dict):
+        if not isinstance(r, dict) or r.get("name") == BASELINE_ANNOTATE_ROW:
             continue
-        ratio = r.get("ratio", r.get("ratio_prompts_per_s"))
-        ours = r.get("prompts_per_s", (r.get("batched") or {}).get("prompts_per_s"))
-        ref = r.get("reference_prompts_per_s", (r.get("plain_generate") or {}).get("prompts_per_s"))
-        if ratio is None or ours is None:
+        ratio = next((r[k] for k in ("ratio_to_baseline", "ratio", "ratio_prompts_per_s") if r.get(k) is not None), None)
+        if ratio is None or r.get("prompts_per_s") is None:
             continue
-        label = r.get("name") or r.get("workload") or " ".join(
-            str(x) for x in (r.get("backend", "batched"), f"bs={r['batch_size']}" if "batch_size" in r else "") if x)
-        reference = r.get("reference") or "plain generate() per prompt"
-        rows.append({"label": label, "ratio": float(ratio), "prompts_per_s": float(ours),
-                     "reference_prompts_per_s": None if ref is None else float(ref), "reference": reference,
-                     "source": r, "parent": result if isinstance(result, dict) else {}})
+        label = r.get("name") or r.get("workload") or f"batched bs={r.get('batch_size', parent.get('batch_size'))}"
+        rows.append({
+            "label": label, "ratio": float(ratio), "prompts_per_s": float(r["prompts_per_s"]),
+            "seconds": r.get("seconds"), "output_tokens": r.get("output_tokens"),
+            "reference": r.get("reference") or "fp32 generate() per prompt",
+            "reference_prompts_per_s": r.get("reference_prompts_per_s", ref_row.get("prompts_per_s")),
+            "reference_seconds": ref_row.get("seconds"), "reference_output_tokens": ref_row.get("output_tokens"),
+            "dtype": _row_dtype(str(r.get("dtype") or label or parent.get("dtype") or "")),
+            "is_default": label == parent.get("default") or r.get("name") is None,
+            "selections_differ": r.get("selections_differ"),
+            "target": r.get("target"),
+        })
     return rows
 
 
-def _annotation_flops(row: dict, parent: dict, params: int | None) -> tuple[float | None, float | None]:
-    """Counted FLOPs of the ours and the reference side of an annotation row (2 * params per token)."""
-    src = row["source"]
-    if params is None:
-        return None, None
-    prompts = src.get("prompts", parent.get("prompts"))
-    mean_prompt = src.get("mean_prompt_tokens", parent.get("mean_prompt_tokens"))
-    out_tok = (src.get("batched") or {}).get("output_tokens", src.get("output_tokens"))
-    ref_tok = (src.get("plain_generate") or {}).get("output_tokens", out_tok)
-    if prompts is None or mean_prompt is None or out_tok is None:
-        return None, None
-    return (generation_flops(params, prompts * mean_prompt + out_tok),
-            generation_flops(params, prompts * mean_prompt + ref_tok))
+def _row_dtype(text: str) -> str | None:
+    """The dtype an annotation path computes in, from its name or dtype ('bf16' / 'fp32' / 'float32');
+    None for a path whose kernels have no measured peak here (a quantized GGUF)."""
+    text = text.lower()
+    if "bf16" in text or "bfloat16" in text:
+        return "bf16"
+    if "fp32" in text or "float32" in text:
+        return "fp32"
+    return None
+
+
+def _annotation_flops(parent: dict, params: int | None, output_tokens) -> float | None:
+    """Counted FLOPs of an annotation path: 2 * params * (prompt tokens + generated tokens), the
+    prompt tokens counted in full even where a prefix cache skips computing some of them."""
+    prompts, mean_prompt = parent.get("prompts"), parent.get("mean_prompt_tokens")
+    if params is None or prompts is None or mean_prompt is None or output_tokens is None:
+        return None
+    return generation_flops(params, prompts * mean_prompt + output_tokens)
 
 
 # ---- the table -------------------------------------------------------------------------------
@@ -754,33 +775,34 @@ def table_rows(results: dict, peaks: dict) -> list[dict]:
             "target_met": bool(guard_ok),
         })
     ann = results.get("annotate")
-    if ann and not (isinstance(ann, dict) and ann.get("skipped")):
-        params_cache: dict = {}
+    if ann and not (isinstance(ann, dict) and ann.get("not_run")):
+        parent = ann if isinstance(ann, dict) else {}
+        name = parent.get("model")
+        params = parent.get("params") or (_llm_params(name) if name else None)
         for row in annotate_rows(ann):
-            src, parent = row["source"], row["parent"]
-            name = src.get("model", parent.get("model"))
-            if name not in params_cache:
-                params_cache[name] = src.get("params") or (_llm_params(name) if name else None)
-            flops, ref_flops = _annotation_flops(row, parent, params_cache[name])
-            dtype = str(src.get("dtype", parent.get("dtype", "float32")))
-            dtype = "bf16" if "bf" in dtype else "fp32"
-            t_ours = (src.get("batched") or {}).get("seconds", src.get("seconds"))
-            t_ref = (src.get("plain_generate") or {}).get("seconds")
-            gf = _gflops(flops, t_ours) if flops and t_ours else None
-            ref_gf = _gflops(ref_flops, t_ref) if ref_flops and t_ref else None
-            target = float(src.get("target", ANNOTATE_TARGET))
+            flops = _annotation_flops(parent, params, row["output_tokens"])
+            ref_flops = _annotation_flops(parent, params, row["reference_output_tokens"])
+            gf = _gflops(flops, row["seconds"]) if flops and row["seconds"] else None
+            ref_gf = _gflops(ref_flops, row["reference_seconds"]) if ref_flops and row["reference_seconds"] else None
+            if row["target"] is not None or row["is_default"]:
+                target = float(row["target"] if row["target"] is not None else ANNOTATE_TARGET)
+                target_text, met = f">= {target:g}x", bool(row["ratio"] >= target)
+            else:
+                target_text, met = "none (a path beside the default)", None
+            differ = row["selections_differ"]
             rows.append({
-                "workload": f"annotate {row['label']}",
+                "workload": f"annotate {row['label']}" + (" (default)" if row["is_default"] and row["label"] else ""),
                 "reference": f"{row['reference']}: " + _fmt_rate(row["reference_prompts_per_s"], "prompts/s"),
                 "ours": _fmt_rate(row["prompts_per_s"], "prompts/s"),
                 "ratio": row["ratio"],
                 "gflops": _sig(gf), "ref_gflops": _sig(ref_gf),
-                "share": None if gf is None else _sig(_peak_share(gf, peaks, dtype)),
-                "ref_share": None if ref_gf is None else _sig(_peak_share(ref_gf, peaks, dtype)),
-                "guard": "same prompts, greedy decoding",
+                "share": None if gf is None or row["dtype"] is None else _sig(_peak_share(gf, peaks, row["dtype"])),
+                "ref_share": None if ref_gf is None else _sig(_peak_share(ref_gf, peaks, "fp32")),
+                "guard": ("same prompts, greedy" if differ is None
+                          else f"selections differ from fp32 on {differ} of {parent.get('prompts', '?')} prompts"),
                 "guard_ok": None,
-                "target": f">= {target:g}x",
-                "target_met": bool(row["ratio"] >= target),
+                "target": target_text,
+                "target_met": met,
             })
     return rows
 
@@ -807,14 +829,17 @@ def markdown(results: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results["table"]:
-        met = ("yes" if r["target_met"] else "no") + f" ({r['target']})"
+        met = ("-" if r["target_met"] is None else "yes" if r["target_met"] else "no") + f" ({r['target']})"
         lines.append(
             f"| {r['workload']} | {r['reference']} | {r['ours']} | {r['ratio']:.2f}x | "
             f"{_fmt_gf(r['gflops'], r['ref_gflops'])} | {_fmt_share(r['share'], r['ref_share'])} | {r['guard']} | {met} |"
         )
     ann = results.get("annotate")
-    if isinstance(ann, dict) and ann.get("skipped"):
-        lines += ["", f"Annotation: skipped ({ann['skipped']})."]
+    if isinstance(ann, dict) and ann.get("not_run"):
+        lines += ["", f"Annotation: not run ({ann['not_run']})."]
+    elif isinstance(ann, dict) and ann.get("skipped"):
+        lines += ["", "Annotation paths that could not run here: "
+                  + "; ".join(f"{k} ({v})" for k, v in ann["skipped"].items()) + "."]
     lines += [
         "",
         "GFLOP/s come from the FLOP model in uptrain/bench.py (encoder: 2(4d^2 + 2 d d_ff) + 4 L d per token and "
@@ -874,7 +899,7 @@ def main(argv: list[str] | None = None) -> dict:
     results["cross_encoder"] = timed("cross_encoder", bench_cross, sizes["cross_pairs"], sizes["cross_batch"],
                                      sizes["cross_max_length"], sizes["repeats"], peaks)
     if args.skip_annotate:
-        results["annotate"] = {"skipped": "--skip-annotate"}
+        results["annotate"] = {"not_run": "--skip-annotate"}
     else:
         from uptrain.annotate.backends import bench as annotate_bench
 
