@@ -96,6 +96,16 @@ def _plain(backend, prompts, max_new_tokens: int) -> tuple[float, list]:
     return time.perf_counter() - start, gens
 
 
+def _default_config() -> dict:
+    """The shipped transformers annotator's backend settings (conf/annotator/transformers.yaml)."""
+    from omegaconf import OmegaConf
+
+    from uptrain.annotate.prompts import default_template_root
+
+    path = default_template_root().parent / "transformers.yaml"
+    return dict(OmegaConf.to_container(OmegaConf.load(path))["backend"]) if path.is_file() else {}
+
+
 def _timed(backend, prompts, params) -> tuple[float, list]:
     start = time.perf_counter()
     gens = backend.generate(prompts, params)
@@ -128,7 +138,8 @@ def bench_annotation(n_prompts: int = 16, batch_size: int = 8, max_new_tokens: i
       ``texts_differ`` (raw answers not identical to the baseline's); the prefix rows also carry
       ``prefix_cache`` (batches with a reused prefix, tokens reused);
     * ``skipped``: ``{row: reason}``;
-    * ``default``: the row the default annotator config runs here, and for the callers of the
+    * ``default``: the row the shipped annotator config (conf/annotator/transformers.yaml) runs
+      here, with ``default_dtype``, and for the callers of the
       earlier layout ``batched`` / ``plain_generate`` (that row's and the baseline's rates) and
       ``ratio_prompts_per_s`` (their ratio).
 
@@ -211,7 +222,9 @@ def bench_annotation(n_prompts: int = 16, batch_size: int = 8, max_new_tokens: i
         }
 
     resolved = precision.resolve_dtype("auto", backend.device)
-    default = f"transformers_{resolved}_prefix"
+    shipped = _default_config()
+    dtype = precision.resolve_dtype(shipped.get("dtype", "fp32"), backend.device)
+    default = f"transformers_{dtype}{'_prefix' if shipped.get('prefix_cache', True) else ''}"
     gens = outputs["baseline_fp32_generate"]
     return {
         "model": backend.model_name,
@@ -229,6 +242,7 @@ def bench_annotation(n_prompts: int = 16, batch_size: int = 8, max_new_tokens: i
         "rows": rows,
         "skipped": skipped,
         "default": default,
+        "default_dtype": dtype,
         "batched": rows[default],
         "plain_generate": rows["baseline_fp32_generate"],
         "ratio_prompts_per_s": rows[default]["ratio_to_baseline"],
