@@ -151,3 +151,27 @@ def test_threads_follow_the_available_cores(monkeypatch):
         assert precision.set_threads(2) == 2
     finally:
         torch.set_num_threads(before)
+
+
+# Bugs caught: the index storing bf16 vectors, the stats claiming a dtype the encoder did not use,
+# and a padding share that does not come from the batches actually run.
+def test_index_of_a_bf16_encoder_stores_fp32_and_counts_padding(encoders, tmp_path):
+    import faiss
+
+    from uptrain.data.collection import Collection
+    from uptrain.index.faiss_index import FaissIndexer
+
+    _, model = encoders
+    docs = {f"d{i}": t for i, t in enumerate(TEXTS)}
+    stats = FaissIndexer(batch_size=4, show_progress=False).build(Collection("toy", docs, {}, {}), model, tmp_path)
+    assert stats["encoder_dtype"] == "bf16" and stats["vectors_dtype"] == "float32"
+    index = faiss.read_index(str(tmp_path / "index.faiss"))
+    assert index.ntotal == len(docs)
+    # bf16 rounding depends on the batch a text is padded in: equal to a lone encoding up to the guard
+    assert float(index.reconstruct(0) @ model.encode(TEXTS[:1], show_progress=False)[0]) >= 0.9999
+    lengths = sorted((len(x) for x in model.tokenizer(TEXTS, truncation=True, max_length=model.passage_max_length)["input_ids"]),
+                     reverse=True)
+    assert stats["tokens"] == sum(lengths)
+    # batches of 4 in token-length order: [4 longest] [2 shortest]
+    padded = 4 * lengths[0] + 2 * lengths[4]
+    assert stats["padding_share"] == round(1 - sum(lengths) / padded, 4)

@@ -46,6 +46,8 @@ class FaissIndexer(Indexer):
 
     def build(self, collection, model, out: Path) -> dict:
         t0 = time.time()
+        stats = getattr(model, "encode_stats", None)
+        before = dict(stats) if stats is not None else None
         doc_ids = list(collection.docs)
         texts = [collection.docs[d] for d in doc_ids]
         emb = model.encode(
@@ -59,12 +61,21 @@ class FaissIndexer(Indexer):
         index.add(emb)
         faiss.write_index(index, str(out / "index.faiss"))
         (out / "doc_ids.json").write_text(json.dumps(doc_ids))
-        return {
+        out = {
+            "collection": getattr(collection, "name", None),
             "docs": len(doc_ids),
             "dim": int(emb.shape[1]),
+            "vectors_dtype": str(emb.dtype),  # float32 whatever the encoder computes in
+            "encoder_dtype": getattr(model, "dtype_name", "fp32"),
             "encode_seconds": round(encode_s, 2),
             "docs_per_second": round(len(doc_ids) / max(encode_s, 1e-9), 1),
         }
+        if before is not None:
+            tokens = stats["tokens"] - before.get("tokens", 0)
+            padded = stats["padded_tokens"] - before.get("padded_tokens", 0)
+            out.update(tokens=tokens, tokens_per_second=round(tokens / max(encode_s, 1e-9), 1),
+                       padding_share=round(1 - tokens / padded, 4) if padded else 0.0)
+        return out
 
     def search(self, index_dir: Path, queries: dict[str, str], model, k: int) -> dict[str, dict[str, float]]:
         index = faiss.read_index(str(Path(index_dir) / "index.faiss"))

@@ -28,5 +28,17 @@ class IndexStage(Stage[Path]):
         stats = self.indexer.build(inputs["data"].value, model, out)
         (out / "index_stats.json").write_text(json.dumps(stats, indent=2))
 
+    def report(self, artifact: Artifact) -> dict[str, str]:
+        """How fast the corpus was encoded, in which precision, and how much of it was padding."""
+        f = artifact.path / "index_stats.json"
+        st = json.loads(f.read_text()) if f.is_file() else {}
+        if "encode_seconds" not in st:
+            return {}
+        text = (f"{st['docs']} documents encoded in {st.get('encoder_dtype', 'fp32')} in {st['encode_seconds']} s "
+                f"({st['docs_per_second']} docs/s")
+        if "tokens_per_second" in st:
+            text += f", {st['tokens_per_second']:.0f} tokens/s, {100 * st['padding_share']:.1f}% of the tokens run were padding"
+        return {f"Index of {st.get('collection') or 'a collection'}": text + "); vectors stored as float32."}
+
     def load(self, path: Path) -> Path:
         return path
