@@ -209,3 +209,19 @@ def test_llamacpp_loglikelihood_prefers_likely_continuations(llama):
     assert good > bad and good < 0
     again = llama.loglikelihood([context], ["The capital of France is Paris."])[0]
     assert again == pytest.approx(good, abs=1e-3)  # the reused context scores as the fresh one
+
+
+@pytest.mark.slow
+@needs_smollm
+def test_a_lone_prompt_reuses_a_kept_prefix_but_is_never_kept_whole(fp32):
+    """Bug caught: a batch of one keeping its whole prompt as a 'prefix' (no reuse, slots evicted)."""
+    fp32.prefix_cache = True
+    fp32._prefixes.clear()
+    alone = fp32.generate(PROMPTS[:1], GREEDY)
+    assert not fp32._prefixes  # nothing shared, nothing kept
+    fp32.generate(PROMPTS, GREEDY)
+    (kept,) = fp32._prefixes
+    before = fp32.stats.extra["prefix_cache"]["batches_with_prefix"]
+    assert fp32.generate(PROMPTS[:1], GREEDY) == alone  # now served from the kept prefix, same answer
+    assert fp32.stats.extra["prefix_cache"]["batches_with_prefix"] == before + 1
+    assert list(fp32._prefixes) == [kept]

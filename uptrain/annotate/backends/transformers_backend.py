@@ -207,6 +207,16 @@ class TransformersBackend(Backend):
             n += 1
         return n if n >= self.min_prefix_tokens else 0
 
+    def _reusable_prefix(self, rows: list[list[int]]) -> int:
+        """The prefix length to reuse for a batch: its rows' common prefix; for a lone row (nothing
+        to share with) only a prefix already kept, so a whole prompt is never kept as a prefix."""
+        if len(rows) > 1:
+            return self.shared_prefix_length(rows)
+        row = rows[0]
+        kept = [len(p) for dtype, p in self._prefixes
+                if dtype == self.dtype and len(p) < len(row) and tuple(row[:len(p)]) == p]
+        return max(kept, default=0)
+
     def _prefix_states(self, prefix: tuple[int, ...]) -> list[tuple]:
         """Keys and values of ``prefix`` per layer (batch of one), computed once per distinct prefix
         (and precision: the states of an fp32 run are not those of a bf16 one)."""
@@ -294,7 +304,7 @@ class TransformersBackend(Backend):
         info = self.stats.extra["prefix_cache"]
         for b, batch in enumerate(self._batches([len(e) for e in encoded]) if encoded else []):
             rows = [encoded[i] for i in batch]
-            shared = self.shared_prefix_length(rows) if self.prefix_cache else 0
+            shared = self._reusable_prefix(rows) if self.prefix_cache else 0
             extra = {}
             info["batches"] += 1
             if shared:
