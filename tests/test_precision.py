@@ -175,3 +175,45 @@ def test_index_of_a_bf16_encoder_stores_fp32_and_counts_padding(encoders, tmp_pa
     # batches of 4 in token-length order: [4 longest] [2 shortest]
     padded = 4 * lengths[0] + 2 * lengths[4]
     assert stats["padding_share"] == round(1 - sum(lengths) / padded, 4)
+
+
+# Bugs caught: Lightning's bf16-mixed not reaching the encoder (its linears still fp32), and a
+# bf16 training run that does not learn (e.g. the loss fed bf16 scores).
+def test_bf16_mixed_training_runs_bf16_linears_and_learns(tmp_path):
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from conftest import DOCS
+    from uptrain.losses import InfoNCE
+    from uptrain.sampling import PosOne
+    from uptrain.train.dataset import GroupDataset, LabelledQuery
+    from uptrain.train.module import RankerModule
+
+    ex = [
+        LabelledQuery("q1", "does aspirin prevent heart attacks", ("d1",), ("d3", "d7", "d8")),
+        LabelledQuery("q2", "aspirin cardiovascular", ("d2",), ("d4", "d7", "d3")),
+        LabelledQuery("q3", "vitamin d and fractures", ("d5",), ("d6", "d8", "d3")),
+        LabelledQuery("q4", "calcium for older women", ("d6",), ("d5", "d4", "d7")),
+    ]
+    torch.manual_seed(0)
+    model = BiEncoder(query_max_length=16, passage_max_length=32, dtype="bf16")
+    ds = GroupDataset(ex, DOCS, PosOne(), group_size=3, seed=0)
+    collate = model.collator()
+    loss_fn = InfoNCE()
+    module = RankerModule(model, loss_fn, lr=5e-4, warmup_ratio=0.0)
+    full = collate([ds[i] for i in range(len(ds))])
+    with torch.no_grad():
+        before = loss_fn(*module.scores_and_labels(full)).item()
+    seen = []
+    hook = model.encoder.encoder.layer[0].attention.self.query.register_forward_hook(
+        lambda mod, inp, out: seen.append(out.dtype))
+    trainer = L.Trainer(accelerator="cpu", max_steps=12, precision="bf16-mixed", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=str(tmp_path))
+    trainer.fit(module, DataLoader(ds, batch_size=4, shuffle=True, collate_fn=collate))
+    hook.remove()
+    assert seen and set(seen) == {torch.bfloat16}
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # fp32 master weights
+    with torch.no_grad():
+        after = loss_fn(*module.scores_and_labels(full)).item()
+    assert after < before * 0.8, (before, after)
