@@ -187,10 +187,14 @@ def bench_annotation(n_prompts: int = 16, batch_size: int = 8, max_new_tokens: i
     if use_llamacpp:
         from uptrain.annotate.backends.llamacpp_backend import LlamaCppBackend
 
-        llm = LlamaCppBackend(model=model)
-        llm.generate(prompts[:2], params)
-        seconds["llamacpp"], outputs["llamacpp"] = _timed(llm, prompts, params)
-        prefix_info["llamacpp"] = dict(llm.stats.extra["prefix_cache"])
+        try:
+            llm = LlamaCppBackend(model=model)
+            llm.generate(prompts[:2], params)
+            before = dict(llm.stats.extra["prefix_cache"])
+            seconds["llamacpp"], outputs["llamacpp"] = _timed(llm, prompts, params)
+            prefix_info["llamacpp"] = {k: v - before[k] for k, v in llm.stats.extra["prefix_cache"].items()}
+        except Exception as exc:  # noqa: BLE001 - the other rows still count; the failure is reported
+            skipped["llamacpp"] = f"failed: {exc.__class__.__name__}: {exc}"
     else:
         skipped["llamacpp"] = "llama-cpp-python is not installed (pip install .[llamacpp])"
 
