@@ -243,7 +243,8 @@ class LlamaCppBackend(Backend):
     # --- scoring --------------------------------------------------------------
     def _last_logprobs(self):
         np = self._np
-        logits = np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.llm.n_vocab(),)).astype(np.float64)
+        # the last evaluated token's logits (llama.cpp keeps only those without logits_all)
+        logits = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.llm.n_vocab(),)).astype(np.float64)
         top = logits.max()
         return logits - top - np.log(np.exp(logits - top).sum())
 
