@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from uptrain import precision
-from uptrain.annotate.backends import GenerationParams, LlamaCppBackend, TransformersBackend, get_backend
+from uptrain.annotate.backends import BACKENDS, GenerationParams, LlamaCppBackend, TransformersBackend
 from uptrain.annotate.backends import llamacpp_backend, models
 from uptrain.errors import ConfigError, UserError
 from uptrain.model.backbone import ModelUnavailableError
@@ -145,7 +145,7 @@ def test_bf16_runs_mixed_and_keeps_fp32_weights(cache_dir):
 
 def test_llamacpp_is_registered_and_keyed_without_importing_it(tmp_path):
     """Bug caught: the cache key missing the GGUF's hash or the context size, or speed settings in it."""
-    assert get_backend.__globals__["BACKENDS"]["llamacpp"] is LlamaCppBackend
+    assert BACKENDS["llamacpp"] is LlamaCppBackend
     if GGUF is None:
         pytest.skip("SmolLM2 GGUF absent")
     spec = LlamaCppBackend.config_spec({"model": models.DEFAULT_LLM, "n_ctx": 1024, "n_threads": 2, "n_batch": 64})
