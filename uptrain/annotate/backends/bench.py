@@ -247,6 +247,7 @@ def bench_annotation(n_prompts: int = 16, batch_size: int = 8, max_new_tokens: i
         "skipped": skipped,
         "default": default,
         "default_dtype": dtype,
+        "dtype": dtype,  # the earlier layout's name for it
         "batched": rows[default],
         "plain_generate": rows["baseline_fp32_generate"],
         "ratio_prompts_per_s": rows[default]["ratio_to_baseline"],
