@@ -217,3 +217,19 @@ def test_bf16_mixed_training_runs_bf16_linears_and_learns(tmp_path):
     with torch.no_grad():
         after = loss_fn(*module.scores_and_labels(full)).item()
     assert after < before * 0.8, (before, after)
+
+
+# Bug caught: batching by token length writing a score or vector back to the wrong input position
+# (each result is checked against the text scored or encoded alone, in several chunks and batches).
+def test_length_sorted_batches_keep_the_input_order(monkeypatch):
+    texts = [("word " * n).strip() for n in (3, 40, 1, 17, 60, 8, 25, 2, 33)]
+    queries = [f"query {i} about words" for i in range(len(texts))]
+    ce = CrossEncoder(dtype="fp32")
+    bi = BiEncoder(dtype="fp32")
+    monkeypatch.setattr(CrossEncoder, "SCORE_CHUNK_BATCHES", 2)  # chunks of 4 pairs, batches of 2
+    monkeypatch.setattr(BiEncoder, "ENCODE_CHUNK_BATCHES", 2)
+    together = ce.score_pairs(queries, texts, batch_size=2)
+    alone = np.array([ce.score_pairs([q], [t])[0] for q, t in zip(queries, texts)])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    vecs = bi.encode(texts, batch_size=2, show_progress=False)
+    np.testing.assert_allclose(vecs, np.stack([bi.encode([t], show_progress=False)[0] for t in texts]), atol=1e-5)
