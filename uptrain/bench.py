@@ -21,7 +21,8 @@ Workloads and references
     train         ``RankerModule`` + ``lightning.Trainer(precision=...)`` ("32-true" and
                   "bf16-mixed") against a plain fp32 PyTorch loop on the same model, batches,
                   loss (InfoNCE), optimiser (AdamW: the module's fused kernel, torch's default
-                  in the plain loop) and learning-rate schedule, neither clipping gradients
+                  in the plain loop; no weight decay, so the module's no-decay parameter groups
+                  change nothing) and linear learning-rate schedule, neither clipping gradients
                   (Lightning refuses to clip a fused optimiser under bf16-mixed). Batches are real
                   SciFact claims with a qrels positive and lexical (TF-IDF) hard negatives, all
                   passages of a batch distinct, so the loss starts well above 0 and the module's
@@ -47,8 +48,9 @@ FLOP model (``encoder_flops``, ``generation_flops``)
         4 L d                    in attention (Q K^T and the weighted sum of V),
     i.e. b * L * n * (2 (4 d^2 + 2 d d_ff) + 4 L d) per forward pass. Embeddings, layer
     norms, softmax, pooling and the scoring head are left out (under 1% for MiniLM). L is
-    the padded length of each batch actually run: the texts are tokenized again with the
-    same settings and batching as the workload. A training step is 3x its forward passes
+    the padded length of each batch actually run, recorded by a forward pre-hook on the
+    encoder during the timed passes (``BatchShapes``), so each side is counted over its own
+    batching: a side that pads more is credited with the padded work it did. A training step is 3x its forward passes
     (backward = 2x forward), over the query and the passage batch. Generation counts
     2 * params per token, prompt and generated tokens alike (padding not counted; prompt
     tokens a prefix cache reuses are counted as computed, so such a path's rate is effective).
@@ -349,31 +351,34 @@ def no_dropout(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-def encode_shapes(model, texts, batch_size: int, kind: str = "passage") -> list[tuple[int, int]]:
-    """(batch, padded length) of each batch ``BiEncoder.encode`` runs: longest text first, the
-    same tokenizer settings."""
-    max_length = model.query_max_length if kind == "query" else model.passage_max_length
-    prefix = model.query_prefix if kind == "query" else model.passage_prefix
-    order = np.argsort([-len(t) for t in texts], kind="stable")
-    shapes = []
-    for start in range(0, len(texts), batch_size):
-        batch = [prefix + texts[i] for i in order[start : start + batch_size]]
-        ids = model.tokenizer(batch, padding=True, truncation=True, max_length=max_length)["input_ids"]
-        shapes.append((len(ids), len(ids[0])))
-    return shapes
+class BatchShapes:
+    """Every forward pass of ``module`` while active: its (batch, padded length), and the real
+    (attention-masked) tokens, recorded by a forward pre-hook. Counts the batches a workload
+    actually runs, however it sorts, chunks and pads them."""
 
+    def __init__(self, module: torch.nn.Module):
+        self.module = module
+        self.shapes: list[tuple[int, int]] = []
+        self.tokens = 0
 
-def pair_shapes(model, queries, passages, batch_size: int) -> list[tuple[int, int]]:
-    """(batch, padded length) of each batch ``CrossEncoder.score_pairs`` runs (longest pair first)."""
-    order = np.argsort([-(len(q) + len(p)) for q, p in zip(queries, passages)], kind="stable")
-    counts = dict(model.truncation_counts)
-    shapes = []
-    for start in range(0, len(queries), batch_size):
-        idx = order[start : start + batch_size]
-        enc = model.tokenize_pairs([queries[i] for i in idx], [passages[i] for i in idx])
-        shapes.append(tuple(enc["input_ids"].shape))
-    dict.update(model.truncation_counts, counts)  # counting is not scoring (a Counter's update would add)
-    return shapes
+    def _hook(self, mod, args, kwargs):
+        # a transformers model takes input_ids=...; a sentence-transformers module, one features dict
+        feats = kwargs if "input_ids" in kwargs else args[0] if hasattr(args[0], "keys") else {"input_ids": args[0]}
+        ids, mask = feats["input_ids"], feats.get("attention_mask")
+        self.shapes.append((int(ids.shape[0]), int(ids.shape[1])))
+        self.tokens += int(mask.sum()) if mask is not None else int(ids.numel())
+
+    def __enter__(self) -> "BatchShapes":
+        self.shapes, self.tokens = [], 0
+        self._handle = self.module.register_forward_pre_hook(self._hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.remove()
+
+    @property
+    def padded_tokens(self) -> int:
+        return sum(b * length for b, length in self.shapes)
 
 
 @contextmanager
@@ -410,22 +415,25 @@ def bench_encode(n_docs: int, batch_size: int, max_length: int, repeats: int, pe
         model.encode(warm, batch_size=batch_size, show_progress=False)
     t_ref, t_ours = [], {k: [] for k in ours}
     emb: dict = {}
+    # theirs[0] (the Transformer module): sentence-transformers calls the BertModel's forward() directly, past hooks
+    rec_ref, rec = BatchShapes(theirs[0]), {k: BatchShapes(m.encoder) for k, (m, _) in ours.items()}
     for _ in range(repeats):  # interleaved so machine noise hits every side alike
-        t0 = time.perf_counter()
-        ref = theirs.encode(texts, batch_size=batch_size, show_progress_bar=False, normalize_embeddings=True)
-        t_ref.append(time.perf_counter() - t0)
-        for k, (model, _) in ours.items():
+        with rec_ref:
             t0 = time.perf_counter()
-            emb[k] = model.encode(texts, batch_size=batch_size, show_progress=False)
-            t_ours[k].append(time.perf_counter() - t0)
-    model = ours["fp32"][0]
-    shapes = encode_shapes(model, texts, batch_size)
-    flops = encoder_flops(shapes, **encoder_dims(model.encoder.config))
+            ref = theirs.encode(texts, batch_size=batch_size, show_progress_bar=False, normalize_embeddings=True)
+            t_ref.append(time.perf_counter() - t0)
+        for k, (model, _) in ours.items():
+            with rec[k]:
+                t0 = time.perf_counter()
+                emb[k] = model.encode(texts, batch_size=batch_size, show_progress=False)
+                t_ours[k].append(time.perf_counter() - t0)
+    dims = encoder_dims(ours["fp32"][0].encoder.config)
     ref_s = min(t_ref)
-    ref_gflops = _gflops(flops, ref_s)
+    ref_gflops = _gflops(encoder_flops(rec_ref.shapes, **dims), ref_s)
     rows = {}
     for k, (_, resolved) in ours.items():
         s = min(t_ours[k])
+        flops = encoder_flops(rec[k].shapes, **dims)
         gflops = _gflops(flops, s)
         min_cos = float(np.min(np.sum(emb[k].astype(np.float64) * ref.astype(np.float64), axis=1)))
         rows[k] = {
@@ -438,16 +446,20 @@ def bench_encode(n_docs: int, batch_size: int, max_length: int, repeats: int, pe
             "share_of_peak": _sig(_peak_share(gflops, peaks, resolved)),
             "min_cosine_vs_reference": round(min_cos, 7),
             "output_dtype": str(emb[k].dtype),
+            "tokens": rec[k].tokens,
+            "padded_tokens": rec[k].padded_tokens,
+            "gflop_counted": round(flops / 1e9, 3),
         }
     return {
         "docs": n_docs,
         "batch_size": batch_size,
         "max_length": max_length,
         "repeats": repeats,
-        "padded_tokens": int(sum(b * length for b, length in shapes)),
-        "gflop_counted": round(flops / 1e9, 3),
         "reference": {
             "impl": "sentence-transformers SentenceTransformer.encode (fp32)",
+            "tokens": rec_ref.tokens,
+            "padded_tokens": rec_ref.padded_tokens,
+            "gflop_counted": round(encoder_flops(rec_ref.shapes, **dims) / 1e9, 3),
             "docs_per_s": round(n_docs / ref_s, 3),
             "seconds": round(ref_s, 4),
             "gflops": _sig(ref_gflops),
@@ -602,21 +614,24 @@ def bench_cross(n_pairs: int, batch_size: int, max_length: int, repeats: int, pe
         model.score_pairs(queries[:batch_size], passages[:batch_size], batch_size=batch_size)
     times = {k: [] for k in models}
     scores = {}
+    rec = {k: BatchShapes(m.encoder) for k, (m, _) in models.items()}
     for _ in range(repeats):
         for k, (model, _) in models.items():
-            t0 = time.perf_counter()
-            scores[k] = model.score_pairs(queries, passages, batch_size=batch_size)
-            times[k].append(time.perf_counter() - t0)
-    fp32_model = models["fp32"][0]
-    shapes = pair_shapes(fp32_model, queries, passages, batch_size)
-    flops = encoder_flops(shapes, **encoder_dims(fp32_model.encoder.config))
-    out = {"pairs": len(queries), "batch_size": batch_size, "max_length": max_length, "repeats": repeats,
-           "padded_tokens": int(sum(b * length for b, length in shapes)), "gflop_counted": round(flops / 1e9, 3)}
+            with rec[k]:
+                t0 = time.perf_counter()
+                scores[k] = model.score_pairs(queries, passages, batch_size=batch_size)
+                times[k].append(time.perf_counter() - t0)
+    dims = encoder_dims(models["fp32"][0].encoder.config)
+    out = {"pairs": len(queries), "batch_size": batch_size, "max_length": max_length, "repeats": repeats}
     for k, (_, resolved) in models.items():
         s = min(times[k])
+        flops = encoder_flops(rec[k].shapes, **dims)
         gflops = _gflops(flops, s)
         out[k] = {
             "dtype": resolved,
+            "tokens": rec[k].tokens,
+            "padded_tokens": rec[k].padded_tokens,
+            "gflop_counted": round(flops / 1e9, 3),
             "pairs_per_s": round(len(queries) / s, 3),
             "seconds": round(s, 4),
             "gflops": _sig(gflops),
