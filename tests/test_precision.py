@@ -177,8 +177,9 @@ def test_index_of_a_bf16_encoder_stores_fp32_and_counts_padding(encoders, tmp_pa
     assert stats["padding_share"] == round(1 - sum(lengths) / padded, 4)
 
 
-# Bugs caught: Lightning's bf16-mixed not reaching the encoder (its linears still fp32), and a
-# bf16 training run that does not learn (e.g. the loss fed bf16 scores).
+# Bugs caught: Lightning's bf16-mixed not reaching the encoder (its linears still fp32), a bf16
+# training run that does not learn (e.g. the loss fed bf16 scores), and an optimiser that Lightning
+# refuses to clip under mixed precision (fused AdamW with gradient_clip_val, as conf/trainer/cpu.yaml sets).
 def test_bf16_mixed_training_runs_bf16_linears_and_learns(tmp_path):
     import lightning as L
     from torch.utils.data import DataLoader
@@ -207,7 +208,7 @@ def test_bf16_mixed_training_runs_bf16_linears_and_learns(tmp_path):
     seen = []
     hook = model.encoder.encoder.layer[0].attention.self.query.register_forward_hook(
         lambda mod, inp, out: seen.append(out.dtype))
-    trainer = L.Trainer(accelerator="cpu", max_steps=12, precision="bf16-mixed", logger=False,
+    trainer = L.Trainer(accelerator="cpu", max_steps=12, precision="bf16-mixed", gradient_clip_val=1.0, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=str(tmp_path))
     trainer.fit(module, DataLoader(ds, batch_size=4, shuffle=True, collate_fn=collate))

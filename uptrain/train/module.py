@@ -43,16 +43,6 @@ def check_loss_fits(model: RankingModel, loss: torch.nn.Module) -> None:
         )
 
 
-def _adamw(params, lr: float) -> torch.optim.AdamW:
-    """AdamW with the fused kernel (one pass over each parameter instead of one per elementwise
-    operation), or the multi-tensor implementation where fused is not built for the device."""
-    try:
-        return torch.optim.AdamW(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        log.info("[train] fused AdamW unavailable here (%s): using the multi-tensor implementation", exc)
-        return torch.optim.AdamW(params, lr=lr)
-
-
 class RankerModule(L.LightningModule):
     def __init__(
         self,
@@ -148,7 +138,7 @@ class RankerModule(L.LightningModule):
              "lr": self.lr * (self.head_lr_scale if is_fresh else 1.0)}
             for (is_fresh, nd), ps in sorted(groups.items())
         ]
-        opt = _adamw(params, self.lr)
+        opt = torch.optim.AdamW(params, lr=self.lr)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = get_linear_schedule_with_warmup(opt, int(self.warmup_ratio * total), total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

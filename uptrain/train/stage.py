@@ -146,7 +146,7 @@ class TrainStage(Stage[RankingModel]):
     name = "train"
     # 2: soft labels (REPLUG) and the KL loss's finite gradient for far-apart utilities
     # 3: any model family; the group holds every sampled positive; query weights reach the loss
-    # 4: fused AdamW; trainer.precision resolved from model.dtype (bf16-mixed where bf16 is fast)
+    # 4: trainer.precision resolved from model.dtype (bf16-mixed where bf16 is fast)
     version = 4
 
     def __init__(
