@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, MutableMapping, Sequence
 
+import numpy as np
 import torch
 
 
@@ -87,3 +88,18 @@ def block_diagonal(group: torch.Tensor, fill) -> torch.Tensor:
     for i in range(b):
         flat[i, i * n : (i + 1) * n] = group[i]
     return flat
+
+
+def token_length_batches(tokenizer, enc, batch_size: int, stats: MutableMapping[str, int]
+                         ) -> Iterator[tuple[np.ndarray, dict]]:
+    """Batches of an unpadded encoding in token-length order (longest first), padded by the
+    tokenizer: yields (row positions in ``enc``, padded tensors). Counts the tokens and the
+    tokens run with padding in ``stats`` (``tokens``, ``padded_tokens``)."""
+    lengths = np.array([len(x) for x in enc["input_ids"]])
+    order = np.argsort(-lengths, kind="stable")
+    for start in range(0, len(order), batch_size):
+        sel = order[start : start + batch_size]
+        batch = tokenizer.pad({k: [enc[k][j] for j in sel] for k in enc.keys()}, return_tensors="pt")
+        stats["tokens"] += int(lengths[sel].sum())
+        stats["padded_tokens"] += int(len(sel) * lengths[sel].max())
+        yield sel, batch

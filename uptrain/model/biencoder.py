@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 
 from uptrain.model.backbone import freeze_pooler, load_pretrained, native_max_length
 from uptrain.model.base import RankingModel
-from uptrain.model.batch import TARGET_FILL, Gather, ScoredBatch, TrainItem, block_diagonal, doc_hash, group_targets
+from uptrain.model.batch import (TARGET_FILL, Gather, ScoredBatch, TrainItem, block_diagonal, doc_hash, group_targets,
+                                 token_length_batches)
 from uptrain.precision import autocast, resolve_dtype
 
 log = logging.getLogger("uptrain")
@@ -233,13 +234,7 @@ class BiEncoder(RankingModel):
         for c0 in range(0, len(texts), chunk):
             ids = order[c0 : c0 + chunk]
             enc = self.token_ids([texts[i] for i in ids], kind)
-            lengths = np.array([len(x) for x in enc["input_ids"]])
-            by_tokens = np.argsort(-lengths, kind="stable")
-            for start in range(0, len(ids), batch_size):
-                sel = by_tokens[start : start + batch_size]
-                batch = self.tokenizer.pad({k: [enc[k][j] for j in sel] for k in enc.keys()}, return_tensors="pt")
-                self.encode_stats["tokens"] += int(lengths[sel].sum())
-                self.encode_stats["padded_tokens"] += int(len(sel) * lengths[sel].max())
+            for sel, batch in token_length_batches(self.tokenizer, enc, batch_size, self.encode_stats):
                 batch = {k: v.to(device) for k, v in batch.items()}
                 with autocast(self.dtype_name, device.type):
                     emb = self(**batch).float().cpu().numpy()

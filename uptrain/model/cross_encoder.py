@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from uptrain.model.backbone import freeze_pooler, load_pretrained, native_max_length
 from uptrain.model.base import RankingModel
-from uptrain.model.batch import Gather, ScoredBatch, TrainItem, group_targets
+from uptrain.model.batch import Gather, ScoredBatch, TrainItem, group_targets, token_length_batches
 from uptrain.precision import autocast, resolve_dtype
 
 log = logging.getLogger("uptrain")
@@ -197,13 +197,7 @@ class CrossEncoder(RankingModel):
         for c0 in range(0, len(queries), chunk):
             ids = order[c0 : c0 + chunk]
             enc = self.tokenize_pairs([queries[i] for i in ids], [passages[i] for i in ids], pad=False)
-            lengths = np.array([len(x) for x in enc["input_ids"]])
-            by_tokens = np.argsort(-lengths, kind="stable")
-            for start in range(0, len(ids), batch_size):
-                sel = by_tokens[start : start + batch_size]
-                batch = self.tokenizer.pad({k: [enc[k][j] for j in sel] for k in enc.keys()}, return_tensors="pt")
-                self.encode_stats["tokens"] += int(lengths[sel].sum())
-                self.encode_stats["padded_tokens"] += int(len(sel) * lengths[sel].max())
+            for sel, batch in token_length_batches(self.tokenizer, enc, batch_size, self.encode_stats):
                 with autocast(self.dtype_name, device.type):
                     logits = self(**{k: v.to(device) for k, v in batch.items()})
                 out[ids[sel]] = self.logits_to_scores(logits.float()).cpu().numpy()

@@ -95,3 +95,21 @@ class Backend(ABC):
     def prompt_length(self, messages: Messages) -> int:
         """Tokens of a chat prompt as the model sees it (template included); by default, its contents'."""
         return sum(self.count_tokens(m["content"]) for m in messages)
+
+
+class ChatTemplatePrompts:
+    """Prompts of an in-process backend that holds the model's Hugging Face tokenizer
+    (``self.tokenizer``, ``self.has_chat_template``): rendered with its chat template, or the
+    messages joined by blank lines where it has none."""
+
+    def render(self, messages: Messages) -> str:
+        if self.has_chat_template:
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return "\n\n".join(m["content"] for m in messages) + "\n\n"
+
+    def _prompt_ids(self, messages: Messages) -> list[int]:
+        # A chat template writes its own special tokens; a plain prompt gets the tokenizer's (e.g. BOS).
+        return self.tokenizer(self.render(messages), add_special_tokens=not self.has_chat_template)["input_ids"]
+
+    def prompt_length(self, messages: Messages) -> int:
+        return len(self._prompt_ids(messages))

@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 from typing import ClassVar, Mapping, Sequence
 
-from uptrain.annotate.backends.base import Backend, BackendStats, Generation, GenerationParams, Messages
+from uptrain.annotate.backends.base import (Backend, BackendStats, ChatTemplatePrompts, Generation, GenerationParams,
+                                            Messages)
 from uptrain.annotate.backends.models import DEFAULT_LLM, PACKAGED_LLMS, packaged_gguf_path
 from uptrain.cache import file_digest
 from uptrain.errors import ConfigError, UserError
@@ -97,7 +98,7 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-class LlamaCppBackend(Backend):
+class LlamaCppBackend(ChatTemplatePrompts, Backend):
     name = "llamacpp"
     #: thread counts and llama.cpp's evaluation batch change speed, not outputs
     RUNTIME_KEYS: ClassVar[frozenset[str]] = Backend.RUNTIME_KEYS | {"n_threads", "n_batch", "verbose"}
@@ -178,17 +179,6 @@ class LlamaCppBackend(Backend):
             "device": "gpu" if self.n_gpu_layers else "cpu",
             "llama_cpp": llamacpp_version(),
         }
-
-    def render(self, messages: Messages) -> str:
-        if self.has_chat_template:
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return "\n\n".join(m["content"] for m in messages) + "\n\n"
-
-    def _prompt_ids(self, messages: Messages) -> list[int]:
-        return self.tokenizer(self.render(messages), add_special_tokens=not self.has_chat_template)["input_ids"]
-
-    def prompt_length(self, messages: Messages) -> int:
-        return len(self._prompt_ids(messages))
 
     def _fit(self, ids: list[int], limit: int, where: str) -> list[int]:
         if len(ids) <= limit:

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import ClassVar, Mapping, Sequence
 
 from uptrain import precision
-from uptrain.annotate.backends.base import Backend, BackendStats, Generation, GenerationParams, Messages
+from uptrain.annotate.backends.base import (Backend, BackendStats, ChatTemplatePrompts, Generation, GenerationParams,
+                                            Messages)
 from uptrain.annotate.backends.models import DEFAULT_LLM, load_llm, model_sha
 from uptrain.errors import ConfigError
 
@@ -53,7 +54,7 @@ def _device_type(device: str) -> str:
     return str(device).split(":", 1)[0]
 
 
-class TransformersBackend(Backend):
+class TransformersBackend(ChatTemplatePrompts, Backend):
     name = "transformers"
     #: the prefix cache changes what is computed, never the outputs (equal at fp32, tested)
     RUNTIME_KEYS: ClassVar[frozenset[str]] = Backend.RUNTIME_KEYS | {"prefix_cache", "min_prefix_tokens"}
@@ -151,19 +152,7 @@ class TransformersBackend(Backend):
             "max_context": self._max_context,
         }
 
-    def prompt_length(self, messages: Messages) -> int:
-        return len(self._prompt_ids(messages))
-
     # --- prompts --------------------------------------------------------------
-    def render(self, messages: Messages) -> str:
-        if self.has_chat_template:
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return "\n\n".join(m["content"] for m in messages) + "\n\n"
-
-    def _prompt_ids(self, messages: Messages) -> list[int]:
-        # A chat template writes its own special tokens; a plain prompt gets the tokenizer's (e.g. BOS).
-        return self.tokenizer(self.render(messages), add_special_tokens=not self.has_chat_template)["input_ids"]
-
     def _count_cut(self, where: str, limit: int) -> None:
         n = self.stats.extra["truncated_prompts"] = self.stats.extra.get("truncated_prompts", 0) + 1
         log.warning("[annotator] %s: a prompt over %d tokens lost its beginning (%d so far); fit passages "
