@@ -25,7 +25,7 @@ Workloads and references
                   gradient clipping at norm 1 (as conf/trainer/cpu.yaml). Batches are real
                   SciFact claims with a qrels positive and lexical (TF-IDF) hard negatives, all
                   passages of a batch distinct, so the loss starts well above 0 and the module's
-                  false-negative masking is a no-op (the plain loop does not mask). Dropout is
+                  false-negative masking is a no-op (the plain loop applies it too). Dropout is
                   off in every run, so two runs from one seed differ only by their arithmetic:
                   the per-step loss of each Lightning run is compared with the plain loop's
                   (max abs and max relative difference over the timed steps). Guard: relative
@@ -297,8 +297,9 @@ def ranking_examples(n_queries: int, n_negatives: int) -> tuple[list[tuple[str, 
 def train_items(n_steps: int, batch_size: int, group_size: int) -> list[list]:
     """``n_steps`` batches of TrainItems: one positive and group_size - 1 hard negatives per query.
 
-    No document appears twice in a batch and no query's positive sits in another query's
-    group, so the module's masking of known positives changes nothing."""
+    No document appears twice in a batch, and no query's known positive sits in another
+    query's group (nor is shared with another query of the batch), so the module's masking
+    of known positives changes nothing; the plain loop applies the same mask regardless."""
     from uptrain.model.batch import TrainItem
 
     n_q = n_steps * batch_size
@@ -310,7 +311,7 @@ def train_items(n_steps: int, batch_size: int, group_size: int) -> list[list]:
             if not pool:
                 pool = list(examples)  # fewer queries than steps x batch: reuse them in later batches
             qid, text, pos, negs = pool.pop(0)
-            if set(pos) & used:  # a positive of this query already sits in the batch
+            if set(pos) & (used | positives):  # a positive already in the batch, or shared with a query of it
                 continue
             chosen = [d for d in negs if d not in used and d not in positives][: group_size - 1]
             if len(chosen) < group_size - 1:
@@ -474,8 +475,8 @@ def _step_flops(batch: dict, dims: dict) -> float:
 
 
 def _plain_run(batches: list[dict], max_length: int, warmup: int, lr: float) -> tuple[float, list[float]]:
-    """The plain fp32 loop: encoder, mean pooling, cosine / temperature, InfoNCE, AdamW, a linear
-    schedule, gradients clipped at norm 1."""
+    """The plain fp32 loop: encoder, mean pooling, cosine / temperature, the known-positive mask,
+    InfoNCE, AdamW, a linear schedule, gradients clipped at norm 1."""
     from transformers import get_linear_schedule_with_warmup
 
     from uptrain.losses import InfoNCE
@@ -498,6 +499,11 @@ def _plain_run(batches: list[dict], max_length: int, warmup: int, lr: float) -> 
     t0 = time.perf_counter()
     for step, batch in enumerate(batches):
         scores = embed(batch["q"]) @ embed(batch["p"]).T / plain.temperature
+        # the same loss as the module's: a known positive of a query sitting in another query's
+        # group is not a negative of it (masked), as BiEncoder.batch_scores does
+        for i, hashes in enumerate(batch["q_pos_hashes"]):
+            false_neg = torch.isin(batch["p_hash"], torch.tensor(hashes, dtype=torch.long)) & ~batch["pos_cols"][i]
+            scores[i] = scores[i].masked_fill(false_neg, float("-inf"))
         loss = loss_fn(scores, batch["pos_cols"])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(enc.parameters(), 1.0)
