@@ -91,12 +91,6 @@ def resolve_dtype(name, device: str | None = "cpu", what: str = "model.dtype") -
     return value
 
 
-def torch_dtype(name: str):
-    import torch
-
-    return {"fp32": torch.float32, "bf16": torch.bfloat16}[resolve_dtype(name)]
-
-
 def autocast(dtype: str, device: str = "cpu"):
     """The context a forward pass runs in: bf16 autocast, or nothing for fp32."""
     if resolve_dtype(dtype, device) == "fp32":

@@ -128,10 +128,10 @@ class BaseModelStage(Stage[RankingModel]):
 
     def report(self, artifact: Artifact) -> dict[str, str]:
         """The family, backbone and the precision it computes in (auto resolved on this machine)."""
-        spec = self.spec()
-        if "dtype" not in spec:
+        if "dtype" not in self.model_cfg:
             return {}
         configured = self.model_cfg["dtype"]
+        spec = {"dtype": resolve_dtype(configured, "auto")}  # as spec() keys it, without re-hashing the backbone
         family = str(self.model_cfg.get("_target_", "?")).rsplit(".", 1)[-1]
         how = f" (model.dtype={configured})" if str(configured) != spec["dtype"] else ""
         detail = ("; matrix products in bf16 under autocast, weights, norms and scores in fp32"

@@ -234,7 +234,7 @@ def bench_annotation(n_prompts: int = 16, batch_size: int = 8, max_new_tokens: i
         "model": backend.model_name,
         "device": backend.device,
         "threads": __import__("torch").get_num_threads(),
-        "cpu_bf16_flags": sorted(f for f in precision.BF16_CPU_FLAGS if f in precision.cpu_flags()),
+        "cpu_bf16_flags": precision.describe()["cpu_bf16_flags"],
         "auto_resolves_to": resolved,
         "text_source": source,
         "prompt_version": DEFAULT_PROMPT_VERSION,
