@@ -1,0 +1,13 @@
+"""Click logs, click models, a click simulator over real collections, and click labels.
+
+``log``        the in-memory log (:class:`ClickLog`) and uptrain's JSONL format
+``readers``    the Yandex WSCD (PyClick's aggregated sample and the raw 2011 log), the
+               TREC Session Track / TianGong-ST session XML, and JSONL
+``models``     click models fit by EM or MLE (Chuklin, Markov, de Rijke 2015), one file each
+``evaluate``   held-out log-likelihood, perplexity per rank, CTR error
+``simulate``   click logs over a real collection's queries, SERPs and human grades
+"""
+
+from uptrain.clicks.log import ClickLog, ClickLogBuilder, ClickLogError, LogStats, Session, from_arrays
+
+__all__ = ["ClickLog", "ClickLogBuilder", "ClickLogError", "LogStats", "Session", "from_arrays"]
