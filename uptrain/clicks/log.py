@@ -20,7 +20,8 @@ line, ranks 1-based as people count them::
     {"session_id": "s1", "query": "q7", "docs": ["d1", ..., "d10"], "clicks": [2, 1, 2],
      "times": [3.1, 9.0, 20.5], "query_text": "...", "doc_texts": ["...", ...]}
 
-(``times``, ``query_text``, ``doc_texts`` and ``session_id`` optional).
+(``times``, ``query_text``, ``doc_texts``, ``session_id`` and ``topic`` optional; ``topic`` is the
+query's topic id where the log has one, e.g. the TREC Session Track's ``<topic num>``).
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class ClickLog:
         query_text: Mapping[str, str] | None = None,
         doc_text: Mapping[str, str] | None = None,
         stats: LogStats | None = None,
+        query_topic: Mapping[str, str] | None = None,
     ):
         self.queries = list(queries)
         self.doc_ids = list(doc_ids)
@@ -110,6 +112,7 @@ class ClickLog:
         self.query_text = dict(query_text or {})
         self.doc_text = dict(doc_text or {})
         self.stats = stats or LogStats(sessions=len(self.query))
+        self.query_topic = dict(query_topic or {})  # query key -> topic id (judged topics), when the log has them
         self._clicked: np.ndarray | None = None
         self._pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
@@ -196,7 +199,7 @@ class ClickLog:
             self.queries, self.doc_ids, self.query[index], self.docs[index], self.click_ranks[take], offsets,
             None if self.click_times is None else self.click_times[take],
             None if self.session_ids is None else [self.session_ids[i] for i in index],
-            self.query_text, self.doc_text, LogStats(sessions=len(index)),
+            self.query_text, self.doc_text, LogStats(sessions=len(index)), query_topic=self.query_topic,
         )
 
     def split(self, test_fraction: float = 0.25) -> tuple["ClickLog", "ClickLog"]:
@@ -242,6 +245,8 @@ class ClickLog:
                     row["times"] = [None if t != t else t for t in sess.times]  # NaN (unknown) -> null
                 if sess.query in self.query_text:
                     row["query_text"] = self.query_text[sess.query]
+                if sess.query in self.query_topic:
+                    row["topic"] = self.query_topic[sess.query]
                 if self.doc_text and any(d in self.doc_text for d in sess.docs):
                     row["doc_texts"] = [self.doc_text.get(d, "") for d in sess.docs]
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -272,6 +277,7 @@ class ClickLogBuilder:
     _seen: set = field(default_factory=set)
     query_text: dict[str, str] = field(default_factory=dict)
     doc_text: dict[str, str] = field(default_factory=dict)
+    query_topic: dict[str, str] = field(default_factory=dict)
 
     def add(self, session: Session) -> bool:
         """Add one session; False when it was dropped (empty SERP, duplicate id)."""
@@ -328,7 +334,7 @@ class ClickLogBuilder:
             list(self._queries), list(self._docs), np.asarray(self._q, dtype=np.int64), docs,
             np.asarray(self._clicks, dtype=np.int64), offsets,
             np.asarray(self._times, dtype=np.float64) if self._has_times else None,
-            ids, self.query_text, self.doc_text, self.stats,
+            ids, self.query_text, self.doc_text, self.stats, query_topic=self.query_topic,
         )
 
 
