@@ -5,9 +5,10 @@ not a clean session is counted in the log's :class:`~uptrain.clicks.log.LogStats
 once per file), and notes particular to a format are counted in a ``reader_notes`` dict set on
 the returned log (warned too when non-zero). A session is one SERP: a query key, the documents
 shown in rank order, and the clicked ranks in click order. Repeated clicks on one document are
-kept (Chuklin, Markov, de Rijke, "Click Models for Web Search", 2015, Sec. 2 define a click log
-as the sequence of these events; PyClick's old Yandex reader collapsed repeats, this one does
-not). Ranks are 0-based in memory, whatever the file says.
+kept (Chuklin, Markov, de Rijke, "Click Models for Web Search", 2015, Ch. 2: a click log is the
+sequence of these events; PyClick's old Yandex reader collapsed repeats, this one does not).
+Ranks are 0-based in memory, whatever the file says. Files may be gzip-compressed (told by their
+first bytes); a file over ``PROGRESS_BYTES`` (50 MB) shows a progress bar when tqdm is installed.
 
 Formats (``READERS`` names them; :func:`read_log` dispatches, :func:`detect_format` sniffs):
 
@@ -43,7 +44,12 @@ Formats (``READERS`` names them; :func:`read_log` dispatches, :func:`detect_form
     click's ``starttime`` in seconds (``HH:MM:SS.ffffff`` or a number). ``<currentquery>`` (the
     last query of a session, shown no results) is not a SERP: counted as ``currentquery_skipped``.
     Entities left escaped in the text (``&amp;amp;`` in the 2012 file) are decoded
-    (``texts_unescaped``). A result without a document id counts as a malformed line.
+    (``texts_unescaped``). Results are put in rank order; a SERP whose ranks are not 1..n is
+    counted (``serps_ranks_not_1_to_n``) and its clicks matched by rank. A click naming its
+    document instead of a rank is matched by document; a click without a time gets NaN
+    (``click_times_missing``). A result without a document id counts as a malformed line. Plain
+    counts of the file: ``session_elements``, ``interactions`` (SERPs with no result are dropped
+    by the builder as ``empty_serps``).
 ``jsonl``
     uptrain's own format, the inverse of :meth:`ClickLog.write_jsonl`: one session per line,
     ``{"session_id", "query", "docs", "clicks" (1-based), "times" (null = unknown), "query_text",
@@ -114,8 +120,9 @@ class _Source:
     def __init__(self, path: Path, desc: str, progress: bool = True):
         self.path = path
         self.raw = open(path, "rb")
-        self.binary = gzip.GzipFile(fileobj=self.raw) if self.raw.read(2) == b"\x1f\x8b" else self.raw
+        compressed = self.raw.read(2) == b"\x1f\x8b"
         self.raw.seek(0)
+        self.binary = gzip.GzipFile(fileobj=self.raw) if compressed else self.raw
         self._last = 0
         self.bar = None
         size = path.stat().st_size
