@@ -205,6 +205,26 @@ def test_pbm_fitted_on_the_simulated_log_recovers_the_examination(swapped_run):
     assert np.allclose(exam / exam[0], np.asarray(EXAM) / EXAM[0], atol=0.03), exam
 
 
+def test_examination_fitted_on_a_log_path(swapped_run, tmp_path):
+    """Catches: a log path not read or not fitted, or a spec keyed on the path instead of the file's content."""
+    pytest.importorskip("uptrain.clicks.models")
+    _, (lg, _) = swapped_run
+    path = tmp_path / "clicks.jsonl"
+    lg.write_jsonl(path)
+    sim = ClickSimulator(serp_size=5, examination=str(path), ranker=QrelsRanker({}))
+    sim.validate()
+    exam, info = sim.resolved_examination()
+    assert np.allclose(np.asarray(exam) / exam[0], np.asarray(EXAM) / EXAM[0], atol=0.03), exam
+    assert info["source"] == "log" and info["sessions"] == len(lg) and info["em_converged"]
+    key = sim.spec()["examination"]
+    assert str(tmp_path) not in json.dumps(key) and len(key["sha256"]) == 64
+    moved = tmp_path / "moved.jsonl"
+    path.rename(moved)
+    assert ClickSimulator(serp_size=5, examination=str(moved), ranker=QrelsRanker({})).spec()["examination"] == key
+    with pytest.raises(ConfigError, match="fewer than serp_size=6"):
+        ClickSimulator(serp_size=6, examination=str(moved), ranker=QrelsRanker({})).resolved_examination()
+
+
 def test_ubm_gamma_derived_from_the_examination():
     """Catches: the wrong column layout (j = r' + 1) or a ratio the wrong way round."""
     g = ubm_gamma([1.0, 0.5, 0.25])

@@ -77,6 +77,7 @@ DEFAULT_ATTRACTIVENESS = {0: 0.05, 1: 0.5, 2: 0.9, 3: 0.95}
 DEFAULT_SATISFACTION = {0: 0.05, 1: 0.4, 2: 0.7, 3: 0.9}
 YANDEX_SAMPLE = Path("raw") / "yandex_wscd_clicks_pyclick" / "trainSample"
 YANDEX_FORMAT = "pyclick_yandex"
+FIT_ITERATIONS = 500  # EM cap of the examination fit (PBM converges in about 100 on the Yandex sample)
 CHUNK = 1 << 18  # sessions sampled per call (bounds the sampler's temporary arrays)
 
 # independent random streams of one seed: np.random.default_rng([seed, stream])
@@ -168,9 +169,11 @@ def _fit_examination(path: Path, fmt: str | None, ranks: int) -> tuple[list[floa
             f"{KEY}.examination: the log {path} has SERPs of {click_log.n_ranks} ranks, fewer than "
             f"serp_size={ranks}; lower serp_size or give a list of {ranks} examination probabilities"
         )
-    model = make("pbm").fit(click_log)
+    model = make("pbm", iterations=FIT_ITERATIONS).fit(click_log)
     exam = np.clip(np.asarray(model.params()["examination"], dtype=np.float64), 0.0, 1.0)
-    info = {"sessions": len(click_log), "ranks": click_log.n_ranks, "ranks_used": ranks}
+    fit = getattr(model, "fit_stats", {}) or {}
+    info = {"sessions": len(click_log), "ranks": click_log.n_ranks, "ranks_used": ranks,
+            "em_iterations": fit.get("iterations"), "em_converged": fit.get("converged")}
     return [float(x) for x in exam[:ranks]], info
 
 
@@ -371,7 +374,8 @@ class ClickSimulator:
             else:
                 fmt = YANDEX_FORMAT if kind == "yandex" else self.examination_format
                 exam, info = _fit_examination(value, fmt, int(self.serp_size))
-                self._resolved = (exam, {"source": kind, "format": fmt, "sha256": file_digest(value), "fit": "pbm", **info})
+                self._resolved = (exam, {"source": kind, "format": fmt, "sha256": file_digest(value), "fit": "pbm",
+                                                 "iterations": FIT_ITERATIONS, **info})
         return self._resolved
 
     def spec(self) -> dict:
@@ -401,7 +405,8 @@ class ClickSimulator:
                 spec["examination"] = {"source": "list", "values": value}
             else:
                 fmt = YANDEX_FORMAT if kind == "yandex" else self.examination_format
-                spec["examination"] = {"source": kind, "format": fmt, "sha256": file_digest(value), "fit": "pbm"}
+                spec["examination"] = {"source": kind, "format": fmt, "sha256": file_digest(value), "fit": "pbm",
+                                       "iterations": FIT_ITERATIONS}
         return spec
 
     # ---- simulation ------------------------------------------------------------------
@@ -706,8 +711,8 @@ class SimulateClicksStage(Stage[SimulatedClicks]):
         click_log, truth = self.simulator.simulate(collection, self.query_ids, progress=self.progress)
         t0 = time.time()
         click_log.write_jsonl(out / "log.jsonl")
-        stats = {**truth["stats"], "examination": truth["examination"], "model": truth["model"],
-                 "seconds_write": round(time.time() - t0, 3)}
+        stats = {**truth["stats"], "model": truth["model"], "examination": truth["examination"],
+                 "examination_source": truth["examination_source"], "seconds_write": round(time.time() - t0, 3)}
         write_atomic(out / "truth.json", json.dumps(truth))
         write_atomic(out / "stats.json", json.dumps(stats, indent=2))
 
@@ -741,9 +746,16 @@ def report_markdown(stats: dict) -> str:
     lines.append("|---|" + "---|" * ranks)
     if exam is not None:
         lines.append("| examination | " + " | ".join(f"{e:.3f}" for e in exam) + " |")
+    source = stats.get("examination_source") or {}
     lines.append("| CTR | " + " | ".join(f"{c:.3f}" for c in stats["ctr_at"]) + " |")
     if exam is None:
         lines += ["", f"{stats['model']} reads no examination curve (cascade: rank 1 is always examined)."]
+    elif source.get("source") in ("yandex", "log"):
+        what = "the Yandex WSCD sample" if source["source"] == "yandex" else "a click log"
+        lines += ["", f"Examination: PBM fitted on {what} ({source.get('sessions', 0):,} sessions, "
+                      f"sha256 {str(source.get('sha256', ''))[:12]}), its first {source.get('ranks_used')} ranks."]
+    else:
+        lines += ["", "Examination: the configured list."]
     problems = {k: stats[k] for k in PROBLEMS if stats.get(k)}
     lines += ["", "Counted: " + (", ".join(f"{v:,} {k.replace('_', ' ')}" for k, v in problems.items()) if problems else "no problems")
               + f"; {stats.get('swaps', 0):,} exploration swaps."]
