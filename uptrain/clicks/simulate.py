@@ -300,8 +300,8 @@ class ClickSimulator:
                 f = float("nan")
             if not (f >= 0 and math.isfinite(f)):
                 raise ConfigError(f"{KEY}.{name} must be a finite number >= 0 (0 turns it off), got {v!r}")
-        self.attractiveness
-        self.satisfaction
+        _grade_map(self.attractiveness_raw, "attractiveness", DEFAULT_ATTRACTIVENESS)
+        _grade_map(self.satisfaction_raw, "satisfaction", DEFAULT_SATISFACTION)
         for method in ("index", "search", "spec"):
             if not callable(getattr(self.ranker, method, None)):
                 raise ConfigError(
