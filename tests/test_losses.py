@@ -340,7 +340,7 @@ def test_registry_and_get_loss():
     assert LOSSES["infonce"] is InfoNCE and InfoNCE.name == "infonce"
     assert isinstance(get_loss("disj_infonce"), DisjInfoNCE)
     assert get_loss("kl", target_temperature=0.5).target_temperature == 0.5
-    with pytest.raises(ValueError, match="unknown loss 'info_nce'.*conj_infonce, disj_infonce, infonce, kl"):
+    with pytest.raises(ValueError, match="unknown loss 'info_nce'.*conj_infonce, disj_infonce, dla, infonce, ips_listwise"):
         get_loss("info_nce")
 
 

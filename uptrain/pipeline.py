@@ -219,6 +219,7 @@ def run_paths(ctx: EvalContext, paths: list[EvalPath]) -> PathResult:
         merged.measures += [m for m in got.measures if m not in merged.measures]
         merged.sections.update(got.sections)
         merged.queries.update(got.queries)
+        merged.metrics.update(got.metrics)
     return merged
 
 
@@ -375,6 +376,7 @@ def run_experiment(
                     "model_family": plan.ranking.model_family if plan.ranking.needs_model else None,
                     "notes": plan.ranking.notes},
         "sections": sections,
+        **evaluated.metrics,
         "precision": _precision(cfg, plan),
         "stages": runner.summary(),
         "collections": collection_stats(runner),

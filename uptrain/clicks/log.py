@@ -202,14 +202,35 @@ class ClickLog:
             self.query_text, self.doc_text, LogStats(sessions=len(index)), query_topic=self.query_topic,
         )
 
-    def split(self, test_fraction: float = 0.25) -> tuple["ClickLog", "ClickLog"]:
-        """(train, test) by session order: the last ``test_fraction`` of the sessions are the test log."""
+    def split(self, test_fraction: float = 0.25, by: str = "query") -> tuple["ClickLog", "ClickLog"]:
+        """(train, test) by session order.
+
+        ``by="query"`` (default): the last ``test_fraction`` of each query's sessions are its test
+        sessions (a query with one session stays in train), so every test query is seen in
+        training, whatever order the file lists sessions in (PyClick's Yandex sample groups them
+        by query: a global cut would put whole queries in the test log). ``by="session"``: the
+        last ``test_fraction`` of all sessions.
+        """
         if not 0 < test_fraction < 1:
             raise ClickLogError(f"clicks.test_fraction must be in (0, 1), got {test_fraction}")
-        cut = int(round(len(self) * (1 - test_fraction)))
-        if cut <= 0 or cut >= len(self):
+        if by == "session":
+            cut = int(round(len(self) * (1 - test_fraction)))
+            if cut <= 0 or cut >= len(self):
+                raise ClickLogError(f"a log of {len(self)} sessions cannot be split at test fraction {test_fraction}")
+            return self.subset(np.arange(cut)), self.subset(np.arange(cut, len(self)))
+        if by != "query":
+            raise ClickLogError(f"clicks.split must be 'query' or 'session', got {by!r}")
+        order = np.argsort(self.query, kind="stable")  # sessions grouped by query, in log order within
+        counts = np.bincount(self.query, minlength=len(self.queries))
+        starts = np.concatenate([[0], np.cumsum(counts)])[:-1]
+        position = np.empty(len(self), dtype=np.int64)
+        position[order] = np.arange(len(self)) - np.repeat(starts, counts)
+        n_test = np.floor(counts * test_fraction + 0.5).astype(np.int64)
+        n_test = np.where(counts > 1, np.minimum(n_test, counts - 1), 0)
+        is_test = position >= (counts - n_test)[self.query]
+        if not is_test.any() or is_test.all():
             raise ClickLogError(f"a log of {len(self)} sessions cannot be split at test fraction {test_fraction}")
-        return self.subset(np.arange(cut)), self.subset(np.arange(cut, len(self)))
+        return self.subset(np.nonzero(~is_test)[0]), self.subset(np.nonzero(is_test)[0])
 
     def summary(self) -> dict:
         freq = np.bincount(self.query, minlength=len(self.queries))

@@ -15,6 +15,10 @@ knows none of them. Built in:
                run evaluated on those labels, with ``Judged@10`` (ir_measures) saying how
                much of this run's top 10 the pool covers.
 
+``click_models`` every configured click model fit on ``clicks.train`` and evaluated on
+               ``clicks.test`` (or a split of the train log): log-likelihood, perplexity
+               per rank, CTR error (``+exp=click_models``).
+
 A later path (a relevance judge, RAG answers) is one more class here or anywhere, and one
 more entry under ``eval.paths``.
 """
@@ -189,6 +193,7 @@ class PathResult:
     measures: list[str] = field(default_factory=list)  # measures beyond eval.measures shown in tables
     sections: dict[str, str] = field(default_factory=dict)  # report sections, title -> Markdown
     queries: dict[str, Mapping[str, str]] = field(default_factory=dict)  # collection -> query texts (segments)
+    metrics: dict[str, Any] = field(default_factory=dict)  # top-level metrics.json entries (e.g. click_models)
 
 
 class EvalPath(ABC):
@@ -340,6 +345,58 @@ class LLMTestPath(EvalPath):
             f"Judged@10 of this run: {judged:.4f} (the share of its top 10 that the pool judged; an unjudged passage "
             "counts as not relevant, so a low value understates this run)." if judged is not None else ""
         )
+        return out
+
+
+class ClickModelsPath(EvalPath):
+    """Click models fit on ``clicks.train`` and evaluated on ``clicks.test`` (or the last
+    ``clicks.test_fraction`` of the train log): ``metrics.json`` gets
+    ``click_models.<model>.{log_likelihood, perplexity, perplexity_at, ctr_error, segments}``."""
+
+    name = "click_models"
+
+    def _stages(self, cfg: DictConfig):
+        from uptrain.clicks.stages import ClickModelsStage, ReadClicksStage
+
+        clicks = cfg.get("clicks")
+        if clicks is None or not clicks.get("train"):
+            raise ConfigError(
+                "the click_models path needs a click log: clicks.train=PATH (uptrain JSONL, the Yandex WSCD sample "
+                "or raw log, TREC Session Track / TianGong-ST XML), and optionally clicks.test=PATH"
+            )
+        read = [ReadClicksStage(str(clicks.train), clicks.get("format", "auto"), clicks.get("ranks", 10), "train")]
+        if clicks.get("test"):
+            read.append(ReadClicksStage(str(clicks.test), clicks.get("format", "auto"), clicks.get("ranks", 10), "test"))
+        def plain(node):
+            return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node or {})
+
+        kwargs, buckets = plain(clicks.get("model_kwargs")), plain(clicks.get("buckets"))
+        models = list(clicks.get("models") or [])
+        return read, ClickModelsStage(models, clicks.get("test_fraction", 0.25), has_test=len(read) > 1,
+                                      buckets=buckets, model_kwargs=kwargs, split=clicks.get("split", "query"))
+
+    def validate(self, cfg: DictConfig) -> None:
+        read, stage = self._stages(cfg)
+        for r in read:
+            r.validate()
+        stage.validate()
+
+    def run(self, ctx: EvalContext) -> PathResult:
+        read, stage = self._stages(ctx.cfg)
+        deps = {"train": ctx.runner.run(read[0], label="clicks_train")}
+        if len(read) > 1:
+            deps["test"] = ctx.runner.run(read[1], label="clicks_test")
+        artifact = ctx.runner.run(stage, deps, label="click_models")
+        payload = artifact.value
+        out = PathResult()
+        out.metrics["click_models"] = {
+            name: {k: r[k] for k in ("log_likelihood", "perplexity", "perplexity_at", "ctr_error", "segments")
+                   if k in r}
+            for name, r in payload["models"].items()
+        }
+        for name in ("table.md", "perplexity_at.png"):
+            if (artifact.path / name).is_file():
+                shutil.copyfile(artifact.path / name, ctx.run_dir / f"click_models_{name}")
         return out
 
 

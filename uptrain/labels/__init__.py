@@ -17,6 +17,7 @@ from uptrain.labels.sources import (
     build_examples,
     describe,
     input_requests,
+    is_session_level,
     is_soft,
     parse_spec,
     register,
@@ -26,8 +27,10 @@ from uptrain.labels.sources import (
     uses_human,
 )
 
+from uptrain.labels import clicks as _clicks  # noqa: E402,F401  (registers click:<model> and its producers)
+
 __all__ = [
     "LABEL_SOURCES", "PRODUCERS", "BuildContext", "LabelConfigError", "LabelSource", "build_examples", "describe",
-    "input_requests", "is_soft", "parse_spec", "producer", "register", "required_inputs", "sample_ratio", "spec_key",
+    "input_requests", "is_session_level", "is_soft", "parse_spec", "producer", "register", "required_inputs", "sample_ratio", "spec_key",
     "uses_human",
 ]

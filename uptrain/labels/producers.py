@@ -109,7 +109,8 @@ def pool(ctx: BuildContext, params: dict) -> Artifact:
     from uptrain.pool.stage import PoolStage
 
     cfg = ctx.cfg
-    return ctx.runner.run(PoolStage(instantiate(cfg.pool.retriever), cfg.pool.depth, cfg.pool.seed),
+    return ctx.runner.run(PoolStage(instantiate(cfg.pool.retriever), cfg.pool.depth, cfg.pool.seed,
+                                    require_positive=cfg.pool.get("require_positive", True)),
                           {"data": ctx.train_data})
 
 

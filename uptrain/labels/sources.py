@@ -3,6 +3,9 @@
 ``human``        the human qrels carried in the pool (optionally a random r% of the queries)
 ``llm:<step>``   the positives of an annotation step (relsel, utilsel, utilrank) of the LLM
 ``replug``       REPLUG utilities (answer log-likelihoods) over the pool; trained with KL(U||R)
+``click:<x>``    click labels (:mod:`uptrain.labels.clicks`): ``click:ctr`` or ``click:<click model>``
+                 positives from aggregated click estimates; ``click:raw`` / ``click:ips`` the
+                 logged SERPs themselves, with ranks and propensities, for unbiased LTR losses
 
 A phase's ``labels`` is a spec, in one of two forms:
 
@@ -65,6 +68,9 @@ class LabelSource:
     inputs: tuple[str, ...] = ()
     arg: str | None = None
     soft = False
+    #: True for a source whose examples are logged sessions (click SERPs), not pool queries:
+    #: it gives them through :meth:`session_examples`, and is the only source of its phase
+    session_level = False
 
     def __init__(self, weight: float = 1.0, **params: Any):
         if params:
@@ -85,6 +91,12 @@ class LabelSource:
     def params(self) -> dict[str, Any]:
         """The parameters that determine this source's labels (beyond its name and weight)."""
         return {}
+
+    def session_examples(self, pool: Sequence, values: Mapping[str, Any], collection,
+                         seed: int = 0) -> tuple[list[LabelledQuery], dict]:
+        """Session-level sources: one example per logged SERP (texts from ``collection``, the
+        training :class:`~uptrain.data.collection.Collection`), and counts of what was left out."""
+        raise NotImplementedError
 
     def requests(self) -> dict[str, dict]:
         """What this source asks of each input's producer: input name -> parameters."""
@@ -259,6 +271,12 @@ def parse_spec(spec: Any) -> list[LabelSource]:
         raise LabelConfigError(f"label spec must be a string or a list of sources, got {spec!r}")
     if len(sources) > 1 and any(s.soft for s in sources):
         raise LabelConfigError(f"'{describe(sources)}': soft labels (REPLUG utilities) cannot be interleaved with positive sets")
+    if len(sources) > 1 and any(s.session_level for s in sources):
+        raise LabelConfigError(
+            f"'{describe(sources)}': logged click sessions (click:raw, click:ips) are trained on as shown and "
+            "cannot be interleaved with per-query positive sets; give them a phase of their own "
+            "(or use an aggregated click label, click:ctr or click:<click model>, which can be interleaved)"
+        )
     return sources
 
 
@@ -321,12 +339,18 @@ class ExampleStats:
         return dict(self.__dict__)
 
 
+def is_session_level(spec: Any) -> bool:
+    """True when the spec trains on logged SERPs (one example per click session)."""
+    return any(s.session_level for s in parse_spec(spec))
+
+
 def build_examples(
     spec: Any,
     pool: Sequence,
     values: Mapping[str, Any],
     human_ratio: float = 100.0,
     seed: int = 0,
+    collection=None,
 ) -> tuple[list[LabelledQuery], ExampleStats]:
     """Training examples for one phase: per pool query, the union of its sources' positives.
 
@@ -338,6 +362,12 @@ def build_examples(
     missing = [n for s in sources for n in s.inputs if n not in values]
     if missing:
         raise ValueError(f"build_examples: the label spec reads {sorted(set(missing))}, not given")
+    if sources[0].session_level:
+        examples, counts = sources[0].session_examples(pool, values, collection, seed=seed)
+        return examples, ExampleStats(
+            queries=len({e.query_id for e in examples}), labelled=sum(1 for e in examples if e.positives),
+            human_queries=None, per_source={sources[0].describe(): len(examples), **counts},
+        )
     human_keep = None
     if any(isinstance(s, HumanSource) for s in sources):
         judged = [e.query_id for e in pool if e.positives]
@@ -369,6 +399,8 @@ def build_examples(
             e.query_id, e.query, tuple(pos), tuple(d for d in candidates if d not in pos),
             utilities=utilities, weight=weight,
         ))
+    for s in sources:  # what a source left out (e.g. click positives outside the pool), counted
+        per_source.update(getattr(s, "counts", lambda: {})())
     stats = ExampleStats(
         queries=len(pool),
         labelled=sum(1 for x in examples if x.positives),

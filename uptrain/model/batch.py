@@ -5,7 +5,11 @@ batch, and a batch into ``scores [B, N']`` plus the targets the losses read:
 
 * ``positive`` bool [B, N']: multi-hot positives (InfoNCE, Conj-, Disj-InfoNCE, pointwise BCE);
 * ``utility`` float [B, N']: REPLUG utilities, -inf where a column has none (KL);
-* ``grade`` long [B, N']: graded labels, -1 where a column has none (pointwise CE).
+* ``grade`` long [B, N']: graded labels, -1 where a column has none (pointwise CE);
+* ``click`` float [B, N', 3]: per column (clicked 0/1, the rank it was shown at, its
+  examination propensity) for the unbiased learning-to-rank losses (a session's SERP is the
+  group); rank -1 marks a column that was not shown (padding, in-batch negatives), a
+  propensity NaN one that has none (DLA learns them).
 
 N' is N for a cross-encoder (its own group) and every passage of the batch, on
 every rank, for a bi-encoder (in-batch and cross-device negatives).
@@ -32,6 +36,8 @@ class TrainItem:
     utilities: list[float] | None = None  # REPLUG utility of each passage of the group (soft labels)
     grades: list[int] | None = None  # graded label of each passage (-1: none), for multi-class losses
     weight: float = 1.0  # the query's weight in the loss (from the label spec)
+    positions: list[int] | None = None  # rank (0-based) each passage was shown at in a logged SERP (-1: not shown)
+    propensities: list[float] | None = None  # P(examined | rank) of each shown passage (NaN: unknown)
 
 
 def doc_hash(doc_id: str) -> int:
@@ -75,16 +81,25 @@ def group_targets(items: Sequence[TrainItem]) -> dict[str, torch.Tensor]:
         )
     if any(it.grades is not None for it in items):
         out["grade"] = torch.tensor([it.grades if it.grades is not None else [-1] * n for it in items], dtype=torch.long)
+    if any(it.positions is not None for it in items):
+        nan = float("nan")
+        click = torch.tensor([it.is_positive for it in items], dtype=torch.float32)
+        pos = torch.tensor([it.positions if it.positions is not None else [-1] * n for it in items], dtype=torch.float32)
+        prop = torch.tensor([it.propensities if it.propensities is not None else [nan] * n for it in items],
+                            dtype=torch.float32)
+        out["click"] = torch.stack([click, pos, prop], dim=-1)
     return out
 
 
-TARGET_FILL = {"positive": False, "utility": float("-inf"), "grade": -1}
+TARGET_FILL = {"positive": False, "utility": float("-inf"), "grade": -1, "click": (0.0, -1.0, float("nan"))}
 
 
 def block_diagonal(group: torch.Tensor, fill) -> torch.Tensor:
-    """[B, N] group layout -> [B, B*N] flat layout (row i's group in columns i*N..i*N+N-1)."""
-    b, n = group.shape
-    flat = torch.full((b, b * n), fill, dtype=group.dtype)
+    """[B, N, ...] group layout -> [B, B*N, ...] flat layout (row i's group in columns i*N..i*N+N-1);
+    ``fill`` is a scalar, or one value per trailing feature."""
+    b, n = group.shape[:2]
+    flat = torch.empty((b, b * n, *group.shape[2:]), dtype=group.dtype)
+    flat[:] = torch.as_tensor(fill, dtype=group.dtype)
     for i in range(b):
         flat[i, i * n : (i + 1) * n] = group[i]
     return flat

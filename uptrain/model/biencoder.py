@@ -310,6 +310,12 @@ class BiEncoder(RankingModel):
             targets["utility"] = place(batch["util_cols"].to(scores.dtype), TARGET_FILL["utility"])
         if "grade_cols" in batch:
             targets["grade"] = place(batch["grade_cols"], TARGET_FILL["grade"])
+        if "click_cols" in batch:  # in-batch and gathered columns were not shown: rank -1, ignored by the ULTR losses
+            local = batch["click_cols"].to(scores.device)
+            full = torch.empty((*scores.shape, 3), dtype=local.dtype, device=scores.device)
+            full[:] = torch.tensor(TARGET_FILL["click"], dtype=local.dtype)
+            full[:, offset : offset + n_local] = local
+            targets["click"] = full
         return ScoredBatch(scores, targets, weights=batch.get("weights"))
 
 
@@ -336,4 +342,6 @@ class BiEncoderCollator:
             batch["util_cols"] = block_diagonal(group["utility"], TARGET_FILL["utility"])
         if "grade" in group:
             batch["grade_cols"] = block_diagonal(group["grade"], TARGET_FILL["grade"])
+        if "click" in group:
+            batch["click_cols"] = block_diagonal(group["click"], TARGET_FILL["click"])
         return batch

@@ -219,7 +219,7 @@ class CrossEncoder(RankingModel):
         (another query's passage would need its own forward pass with this query)."""
         b, n = batch["positive"].shape
         logits = self(**batch["pairs"]).view(b, n, self.num_labels)
-        targets = {k: batch[k] for k in ("positive", "utility", "grade") if k in batch}
+        targets = {k: batch[k] for k in ("positive", "utility", "grade", "click") if k in batch}
         return ScoredBatch(
             self.logits_to_scores(logits), targets,
             logits=logits if self.num_labels > 1 else None, weights=batch.get("weights"),

@@ -53,10 +53,15 @@ def build_pool(
     seed: int = 0,
     query_ids: list[str] | None = None,
     show_progress: bool = True,
+    require_positive: bool = True,
 ) -> tuple[list[PoolEntry], dict]:
     """Pool entries for ``query_ids`` (default: all queries) and counts.
 
-    stats: queries (entries built), skipped_no_positive (queries without a qrel > 0),
+    With ``require_positive`` false a query without a human positive still gets an entry
+    (its retrieved documents only): click and LLM labels can then label it.
+
+    stats: queries (entries built), skipped_no_positive (queries without a qrel > 0, left out
+    when ``require_positive``), without_positive (entries that have none),
     mean_positives and mean_negatives (per entry), empty_query (entries whose query text
     is blank, which therefore have no retrieved negatives).
     """
@@ -72,7 +77,7 @@ def build_pool(
     skipped = 0
     for qid in dict.fromkeys(query_ids):  # keep order, drop repeats
         pos = [d for d, rel in collection.qrels.get(qid, {}).items() if rel > 0]
-        if pos:
+        if pos or not require_positive:
             positives[qid] = pos
         else:
             skipped += 1
@@ -81,7 +86,7 @@ def build_pool(
     # retrieve extra so `depth` negatives remain after removing the positives
     run = {}
     if depth > 0 and queries:
-        k = depth + max(len(p) for p in positives.values())
+        k = depth + max((len(p) for p in positives.values()), default=0)
         run = retriever.search(queries, k=k, show_progress=show_progress)
 
     entries: list[PoolEntry] = []
@@ -101,6 +106,7 @@ def build_pool(
     stats = {
         "queries": n,
         "skipped_no_positive": skipped,
+        "without_positive": sum(1 for e in entries if not e.positives),
         "mean_positives": sum(len(e.positives) for e in entries) / n if n else 0.0,
         "mean_negatives": sum(len(e.negatives) for e in entries) / n if n else 0.0,
         "empty_query": empty,

@@ -1,4 +1,5 @@
-"""The pool stage: per training query, its human positives plus BM25 hard negatives."""
+"""The pool stage: per training query, its human positives plus BM25 hard negatives
+(``pool.require_positive: false`` also keeps queries no human judged relevant, for click labels)."""
 
 from __future__ import annotations
 
@@ -15,22 +16,27 @@ class PoolStage(Stage[list[PoolEntry]]):
     name = "pool"
     inputs = ("data",)
 
-    def __init__(self, retriever, depth: int = 30, seed: int = 0):
+    def __init__(self, retriever, depth: int = 30, seed: int = 0, require_positive: bool = True):
         self.retriever = retriever
         self.depth = int(depth)
         self.seed = int(seed)
+        self.require_positive = bool(require_positive)
 
     def validate(self) -> None:
         if self.depth < 0:
             raise ConfigError(f"pool.depth is the number of retrieved negatives per query: at least 0, got {self.depth}")
 
     def spec(self) -> dict:
-        return {"retriever": self.retriever.spec(), "depth": self.depth, "seed": self.seed}
+        spec = {"retriever": self.retriever.spec(), "depth": self.depth, "seed": self.seed}
+        if not self.require_positive:  # the key of the default pool stays what it was
+            spec["require_positive"] = False
+        return spec
 
     def build(self, out: Path, work: Path, inputs: Mapping[str, Artifact]) -> None:
         collection = inputs["data"].value
         self.retriever.index(collection.docs)
-        entries, stats = build_pool(collection, self.retriever, depth=self.depth, seed=self.seed)
+        entries, stats = build_pool(collection, self.retriever, depth=self.depth, seed=self.seed,
+                                    require_positive=self.require_positive)
         save_pool(out / "pool.jsonl", entries)
         (out / "stats.json").write_text(json.dumps(stats, indent=2))
 

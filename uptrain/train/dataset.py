@@ -10,6 +10,10 @@ The group holds every positive the sampler asks for: G = max(group_size, P_max +
 P_max the most positives sampled for one query (capped by ``max_positives`` when set),
 one size for the whole dataset so batches stay rectangular across items and DDP ranks.
 Positives cut by ``max_positives`` are counted in :attr:`GroupDataset.stats`.
+
+Logged SERPs (click sessions, ``LabelledQuery.serp``) are trained on as shown instead: the
+group is the SERP in rank order, with each passage's rank and propensity (the unbiased
+learning-to-rank losses read them), one item per session.
 """
 
 from __future__ import annotations
@@ -37,6 +41,14 @@ class GroupDataset(Dataset):
             raise ValueError(f"train.group_size must be >= 2 (one positive and a negative), got {group_size}")
         if max_positives is not None and int(max_positives) < 1:
             raise ValueError(f"train.max_positives must be >= 1 or null, got {max_positives}")
+        serps = sum(1 for e in examples if getattr(e, "serp", None) is not None)
+        if serps:
+            if serps != len(examples):
+                raise ValueError("a training phase mixes logged SERPs (click sessions) with labelled queries; "
+                                 "give click sessions a phase of their own")
+            self._init_serps(examples, docs, seed)
+            return
+        self.serp_mode = False
         self.examples = [e for e in examples if e.positives]
         self.skipped_no_positive = len(examples) - len(self.examples)
         if not self.examples:
@@ -67,6 +79,51 @@ class GroupDataset(Dataset):
             "max_positives_per_query": max(asked),
         }
 
+    def _init_serps(self, examples: Sequence[LabelledQuery], docs: dict[str, str], seed: int) -> None:
+        """Logged SERPs: each example is trained on as shown, one group per session (no sampling).
+        A SERP shorter than the longest is padded with random corpus documents at rank -1 (not
+        shown: the click losses leave them out), counted in ``stats``."""
+        self.serp_mode = True
+        self.examples = list(examples)
+        self.skipped_no_positive = 0  # a session without clicks is data (every shown document was skipped)
+        self.docs, self.seed, self.epoch = docs, int(seed), 0
+        self._doc_ids = list(docs)
+        self.sampler, self.max_positives = None, None
+        self.group_size = self.effective_group_size = max(len(e.serp) for e in self.examples)
+        padded = sum(len(e.serp) < self.group_size for e in self.examples)
+        self.stats = {
+            "group_size": self.group_size, "effective_group_size": self.group_size, "max_positives": None,
+            "sessions": len(self.examples),
+            "sessions_without_clicks": sum(1 for e in self.examples if not e.positives),
+            "clicks": sum(len(e.positives) for e in self.examples),
+            "padded_serps": padded,
+            "positives_asked": 0, "positives_kept": 0, "positives_cut": 0, "queries_with_cut": 0,
+            "max_positives_per_query": max(len(e.positives) for e in self.examples),
+        }
+
+    def _serp_item(self, ex: LabelledQuery) -> TrainItem:
+        serp = list(ex.serp)
+        clicked = set(ex.positives)
+        pad = self.group_size - len(serp)
+        rng = self._rng(ex)
+        fill = []
+        while len(fill) < pad:
+            d = rng.choice(self._doc_ids)
+            if d not in clicked and d not in serp:
+                fill.append(d)
+        doc_ids = serp + fill
+        nan = float("nan")
+        props = list(ex.propensities) if ex.propensities is not None else [nan] * len(serp)
+        return TrainItem(
+            query_id=ex.query_id, query=ex.query, doc_ids=doc_ids,
+            passages=[self.docs.get(d, "") for d in doc_ids],
+            is_positive=[d in clicked for d in serp] + [False] * pad,
+            all_positives=frozenset(clicked),
+            weight=float(getattr(ex, "weight", 1.0)),
+            positions=list(range(len(serp))) + [-1] * pad,
+            propensities=props + [nan] * pad,
+        )
+
     def _rng(self, ex: LabelledQuery) -> random.Random:
         # a new draw of positives and negatives each epoch, reproducible from (seed, epoch, query)
         return random.Random(stable_seed(self.seed, self.epoch, ex.query_id))
@@ -85,6 +142,8 @@ class GroupDataset(Dataset):
 
     def __getitem__(self, i: int) -> TrainItem:
         ex = self.examples[i]
+        if self.serp_mode:
+            return self._serp_item(ex)
         rng = self._rng(ex)
         # the cap is max_positives (counted in stats); the group always has room for one negative
         pos = self._sample(ex, rng)[: min(self.max_positives or 10**9, self.effective_group_size - 1)]

@@ -131,13 +131,19 @@ class RankerModule(L.LightningModule):
         # a fresh scoring head starts from noise while the backbone is pretrained: it may learn faster
         fresh = tuple(f"model.{p}" for p in self.model.fresh_parameter_prefixes)
         groups: dict[tuple[bool, bool], list] = {}
+        loss_params = []  # a loss's own parameters (DLA's propensity model): its lr, no weight decay
         for n, p in self.named_parameters():
+            if n.startswith("loss_fn."):
+                loss_params.append(p)
+                continue
             groups.setdefault((n.startswith(fresh) if fresh else False, any(k in n for k in no_decay)), []).append(p)
         params = [
             {"params": ps, "weight_decay": 0.0 if nd else self.weight_decay,
              "lr": self.lr * (self.head_lr_scale if is_fresh else 1.0)}
             for (is_fresh, nd), ps in sorted(groups.items())
         ]
+        if loss_params:
+            params.append({"params": loss_params, "weight_decay": 0.0, "lr": float(getattr(self.loss_fn, "lr", self.lr))})
         opt = torch.optim.AdamW(params, lr=self.lr)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = get_linear_schedule_with_warmup(opt, int(self.warmup_ratio * total), total)

@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader
 
 from uptrain.errors import ConfigError
 from uptrain.graph import Artifact, Stage
-from uptrain.labels.sources import LabelConfigError, build_examples, is_soft, parse_spec, required_inputs
+from uptrain.labels.sources import (LabelConfigError, build_examples, is_session_level, is_soft, parse_spec,
+                                    required_inputs)
 from uptrain.model import RankingModel, backbone_fingerprint, load_model
 from uptrain.precision import canonical, resolve_dtype
 from uptrain.train.dataset import GroupDataset
@@ -147,7 +148,8 @@ class TrainStage(Stage[RankingModel]):
     # 2: soft labels (REPLUG) and the KL loss's finite gradient for far-apart utilities
     # 3: any model family; the group holds every sampled positive; query weights reach the loss
     # 4: trainer.precision resolved from model.dtype (bf16-mixed where bf16 is fast)
-    version = 4
+    # 5: click labels (logged SERPs with ranks and propensities), a loss's learned parameters saved
+    version = 5
 
     def __init__(
         self,
@@ -172,7 +174,17 @@ class TrainStage(Stage[RankingModel]):
         self.hparams = _plain(hparams)
         self.seed = int(seed)
         self.logger_factory = logger_factory
-        soft_loss = getattr(instantiate(self.loss_cfg), "name", "") == "kl"
+        loss = instantiate(self.loss_cfg)
+        soft_loss = getattr(loss, "name", "") == "kl"
+        if (getattr(loss, "target", "positive") == "click") != is_session_level(labels):
+            raise LabelConfigError(
+                f"training phase '{phase}': " + (
+                    f"loss '{loss.name}' trains on logged SERPs (clicks, ranks, propensities) and labels "
+                    f"'{labels}' give none: use labels click:raw (naive_*, dla) or click:ips (ips_*)"
+                    if getattr(loss, "target", "positive") == "click" else
+                    f"labels '{labels}' are logged SERPs: use an unbiased learning-to-rank loss "
+                    "(naive_pointwise, naive_listwise, ips_pointwise, ips_listwise, dla)")
+            )
         if soft_loss != is_soft(labels):
             raise LabelConfigError(
                 f"training phase '{phase}': labels '{labels}' "
@@ -197,10 +209,17 @@ class TrainStage(Stage[RankingModel]):
         model: RankingModel = inputs["init"].value  # any family: the artifact names it
         values = {name: inputs[name].value for name in required_inputs(self.labels)}
         examples, label_stats = build_examples(
-            self.labels, inputs["pool"].value, values, human_ratio=self.human_ratio, seed=self.seed
+            self.labels, inputs["pool"].value, values, human_ratio=self.human_ratio, seed=self.seed,
+            collection=collection,
         )
         log.info("[train %s] labels %s: %s", self.phase, self.labels, label_stats.as_dict())
         loss = instantiate(self.loss_cfg)
+        if getattr(loss, "target", "positive") == "click" and not any(e.serp is not None for e in examples):
+            raise ConfigError(
+                f"training phase '{self.phase}': loss '{getattr(loss, 'name', loss)}' trains on logged SERPs (clicks, "
+                f"ranks, propensities), and the label spec {self.labels!r} gives none. Use labels click:raw "
+                "(naive, dla) or click:ips (ips_pointwise, ips_listwise)."
+            )
         if getattr(loss, "target", "positive") == "grade" and not any(getattr(e, "grades", None) for e in examples):
             raise ConfigError(
                 f"training phase '{self.phase}': loss '{getattr(loss, 'name', loss)}' trains on graded labels, and "
@@ -261,6 +280,7 @@ class TrainStage(Stage[RankingModel]):
             )
         model.save(out, with_weights=True)
         progress = json.loads((work / "progress.json").read_text())
+        learned = loss.learned() if hasattr(loss, "learned") else None  # e.g. DLA's examination curve
         stats = {
             "phase": self.phase,
             "family": model.family,
@@ -275,6 +295,7 @@ class TrainStage(Stage[RankingModel]):
             **progress,
             "seconds": round(time.time() - t0, 1),
             "resumed_from": resume,
+            **({"loss_learned": learned} if learned else {}),
         }
         (out / "train_stats.json").write_text(json.dumps(stats, indent=2))
 
@@ -288,12 +309,18 @@ class TrainStage(Stage[RankingModel]):
             f"{st.get('steps')} steps, {st.get('epochs')} epochs, final loss "
             f"{'n/a' if loss is None else f'{loss:.4f}'}, {st['seconds']} s."
         )
-        if pos:
+        if pos and not pos.get("sessions"):
             text += (
                 f" Positives sampled {pos['positives_asked']}, kept {pos['positives_kept']}, cut {pos['positives_cut']}"
                 f" (train.max_positives={'null' if pos['max_positives'] is None else pos['max_positives']}); group of {pos['effective_group_size']} passages"
                 f" per query (train.group_size={pos['group_size']})."
             )
+        if pos.get("sessions"):
+            text += (f" Logged SERPs: {pos['sessions']} sessions ({pos['sessions_without_clicks']} without a click, "
+                     f"{pos['clicks']} clicked documents, {pos['padded_serps']} short SERPs padded).")
+        learned = (st.get("loss_learned") or {}).get("examination")
+        if learned:
+            text += " Learned examination theta_k / theta_1: " + ", ".join(f"{x:.3f}" for x in learned) + "."
         cut = st.get("truncation") or {}
         if any(v for k, v in cut.items() if k.endswith("truncated")):
             text += " Cut while training: " + ", ".join(

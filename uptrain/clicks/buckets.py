@@ -1,0 +1,72 @@
+"""Query-frequency buckets: every click-model and ranking measure reported per bucket.
+
+The default follows the Baidu-ULTR starter kit's convention: queries sorted by search
+frequency (sessions per query, most frequent first) into 10 buckets, buckets 0-2 reported
+as ``high``, 3-6 as ``medium`` and 7-9 as ``low``. The kit does not say whether its buckets
+hold equal numbers of queries or of sessions; here they hold equal numbers of queries
+(``numpy.array_split`` of the sorted list, ties broken by query key), which is stated
+wherever a table shows them. ``quantile`` thresholds over sessions and absolute ``edges``
+are the options.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from uptrain.errors import ConfigError
+
+DEFAULT_GROUPS = {"high": (0, 1, 2), "medium": (3, 4, 5, 6), "low": (7, 8, 9)}
+
+
+def frequency_buckets(
+    frequencies: Mapping[str, int],
+    scheme: str = "rank",
+    buckets: int = 10,
+    groups: Mapping[str, Sequence[int]] | None = None,
+    edges: Sequence[float] | None = None,
+    labels: Sequence[str] | None = None,
+) -> dict[str, str]:
+    """Query key -> bucket name.
+
+    ``rank``: the Baidu-ULTR convention (``buckets`` equal-size groups of queries by
+    descending frequency, merged by ``groups``; default high/medium/low as above).
+    ``edges``: absolute thresholds on sessions per query, descending order of the names in
+    ``labels`` (one more label than edges): with edges [100, 10] and labels [high, medium,
+    low], a query with f >= 100 is high, 10 <= f < 100 medium, else low.
+    """
+    if not frequencies:
+        return {}
+    if scheme == "rank":
+        groups = dict(groups or DEFAULT_GROUPS)
+        covered = sorted(i for g in groups.values() for i in g)
+        if covered != list(range(buckets)):
+            raise ConfigError(f"frequency bucket groups {groups} must cover buckets 0..{buckets - 1} once each")
+        order = sorted(frequencies, key=lambda q: (-int(frequencies[q]), q))
+        name_of = {i: g for g, idx in groups.items() for i in idx}
+        out = {}
+        for i, part in enumerate(np.array_split(np.array(order, dtype=object), buckets)):
+            for q in part:
+                out[str(q)] = name_of[i]
+        return out
+    if scheme == "edges":
+        if not edges:
+            raise ConfigError("frequency buckets with scheme=edges need edges (sessions per query, descending)")
+        edges = [float(e) for e in edges]
+        if edges != sorted(edges, reverse=True):
+            raise ConfigError(f"frequency bucket edges must be descending, got {edges}")
+        labels = list(labels or ([f"f>={edges[0]:g}"] + [f"f{b:g}-{a:g}" for a, b in zip(edges, edges[1:])]
+                                 + [f"f<{edges[-1]:g}"]))
+        if len(labels) != len(edges) + 1:
+            raise ConfigError(f"{len(edges)} frequency edges need {len(edges) + 1} labels, got {labels}")
+        return {q: labels[sum(1 for e in edges if f < e)] for q, f in frequencies.items()}
+    raise ConfigError(f"frequency bucket scheme must be 'rank' or 'edges', got {scheme!r}")
+
+
+def bucket_order(assignment: Mapping[str, str]) -> list[str]:
+    seen: list[str] = []
+    for name in list(DEFAULT_GROUPS) + sorted(set(assignment.values())):
+        if name in set(assignment.values()) and name not in seen:
+            seen.append(name)
+    return seen
