@@ -325,5 +325,5 @@ def previous_click_column(clicked: np.ndarray) -> np.ndarray:
     prev = np.zeros(n, dtype=np.int64)
     for r in range(R):
         out[:, r] = prev
-        prev = np.where(clicked[:, r], r, prev)
+        prev = np.where(clicked[:, r], r + 1, prev)
     return out
