@@ -48,6 +48,8 @@ def fixed(name):
         return m.set_params(ALPHA, SIGMA, 0.9)
     if name == "sdbn":
         return m.set_params(ALPHA, SIGMA)
+    if name == "ccm":
+        return m.set_params(ALPHA, [0.8, 0.6, 0.3])
     if name == "gctr":
         return m.set_params(0.3)
     if name == "rctr":
@@ -105,6 +107,16 @@ HAND = {
     "sdbn": dict(
         cond=[[0.6, 0.15, 0.5 * 0.7 / 0.85 * 0.5], [0.3, 0.6, 0.5 * 0.5], [0.6, 0.3, 0.0]],
         uncond=[[0.6, 0.7 * 0.3, 0.7 * 0.94 * 0.5], [0.3, 0.94 * 0.6, 0.94 * 0.7 * 0.5], [0.6, 0.7 * 0.3, 0.0]],
+    ),
+    # CCM, tau = (.8, .6, .3): after a click on alpha go on with .6 (1 - alpha) + .3 alpha, after a skip .8.
+    # s1: click on a -> e1 = .6 * .4 + .3 * .6 = .42, p1 = .126; skip -> e2 = .8 * .42 * .7 / (1 - .126), p2 = e2 * .5.
+    # s2 [b, a, c]: skip -> e1 = .8, p1 = .48; click on a -> e2 = .42, p2 = .21.
+    # Marginal s1: E1 = .4 * .8 + .6 * .42 = .572, p1 = .1716; E2 = .572 (.7 * .8 + .3 * (.6 * .7 + .3 * .3)).
+    "ccm": dict(
+        cond=[[0.6, 0.126, 0.8 * 0.42 * 0.7 / 0.874 * 0.5], [0.3, 0.48, 0.21], [0.6, 0.8 * 0.3, 0.0]],
+        uncond=[[0.6, 0.1716, 0.572 * (0.56 + 0.3 * 0.51) * 0.5],
+                [0.3, (0.7 * 0.8 + 0.3 * 0.51) * 0.6, (0.7 * 0.8 + 0.3 * 0.51) * (0.4 * 0.8 + 0.6 * 0.42) * 0.5],
+                [0.6, 0.1716, 0.0]],
     ),
     "gctr": dict(cond=[[0.3] * 3, [0.3] * 3, [0.3, 0.3, 0.0]], uncond=[[0.3] * 3, [0.3] * 3, [0.3, 0.3, 0.0]]),
     "rctr": dict(cond=[[0.5, 0.3, 0.2]] * 2 + [[0.5, 0.3, 0.0]], uncond=[[0.5, 0.3, 0.2]] * 2 + [[0.5, 0.3, 0.0]]),
@@ -194,6 +206,7 @@ A4 = {("q", "a"): 0.6, ("q", "b"): 0.35, ("q", "c"): 0.5, ("q", "d"): 0.25}
 S4 = {("q", "a"): 0.7, ("q", "b"): 0.2, ("q", "c"): 0.45, ("q", "d"): 0.6}
 LAM4 = [0.55, 0.4, 0.7, 0.3]
 EXAM4 = [0.95, 0.7, 0.5, 0.3]
+TAU4 = [0.85, 0.5, 0.25]
 G4 = np.array([[0.95, 0, 0, 0, 0], [0.6, 0.85, 0, 0, 0], [0.45, 0.5, 0.75, 0, 0], [0.3, 0.35, 0.45, 0.8, 0]])
 
 
@@ -230,14 +243,18 @@ def joint(name):
                 return
             for at, pa in _branch(a[r]):
                 if not at:
-                    if name in ("dbn",):
-                        for k, pk in _branch(0.8):
+                    if name in ("dbn", "ccm"):
+                        for k, pk in _branch(0.8 if name == "dbn" else TAU4[0]):
                             rec(r + 1, bool(k), prob * pa * pk, clicks + [0])
                     else:
                         rec(r + 1, True, prob * pa, clicks + [0])
                     continue
                 if name == "cm":
                     rec(r + 1, False, prob * pa, clicks + [1])
+                elif name == "ccm":  # the clicked document is relevant with alpha: go on with tau_3, else tau_2
+                    for rel, prel in _branch(a[r]):
+                        for k, pk in _branch(TAU4[2] if rel else TAU4[1]):
+                            rec(r + 1, bool(k), prob * pa * prel * pk, clicks + [1])
                 elif name == "dcm":
                     for k, pk in _branch(LAM4[r]):
                         rec(r + 1, bool(k), prob * pa * pk, clicks + [1])
@@ -263,10 +280,11 @@ def fixed4(name):
         "ubm": lambda: m.set_params(A4, G4),
         "dbn": lambda: m.set_params(A4, S4, 0.8),
         "sdbn": lambda: m.set_params(A4, S4),
+        "ccm": lambda: m.set_params(A4, TAU4),
     }[name]()
 
 
-@pytest.mark.parametrize("name", ["pbm", "cm", "dcm", "ubm", "dbn", "sdbn"])
+@pytest.mark.parametrize("name", ["pbm", "cm", "dcm", "ubm", "dbn", "sdbn", "ccm"])
 def test_brute_force_marginals_and_conditionals(name):
     """All 2^4 click vectors: the enumerated joint gives the marginals of conditional=False and the
     conditionals of conditional=True. Catches a filter that conditions on the wrong event, a UBM
@@ -435,6 +453,42 @@ def test_dbn_em_fixed_point_equals_scipy_maximum():
     assert em.gamma == pytest.approx(_sig(best.x[-1]), abs=5e-3)
 
 
+def test_ccm_em_fixed_point_equals_scipy_maximum():
+    """CCM's EM (alpha tied between attractiveness and the clicked document's relevance) reaches the
+    penalised maximum L-BFGS-B finds on a forward-algorithm likelihood written here: catches an
+    M-step that counts alpha's two roles with the wrong denominators."""
+    from scipy.optimize import minimize
+
+    rng = np.random.default_rng(8)
+    clog, _ = small_sampled_log("dbn", 600, 3, 2, 3, seed=8, sat=rng.uniform(0.2, 0.8, 6), gamma=0.8)
+    pidx = clog.pairs()[0]
+    P = int(pidx.max()) + 1
+    c = clog.clicked
+
+    def nll(x):
+        al, t = _sig(x[:P]), _sig(x[P:])
+        a = al[pidx]
+        f = np.ones(len(clog))  # P(E_r = 1, c_<r)
+        L = np.ones(len(clog))  # P(c_<r)
+        for r in range(3):
+            clicked = c[:, r]
+            L = np.where(clicked, f * a[:, r], L - f * a[:, r])
+            f = np.where(clicked, f * a[:, r] * (t[1] * (1 - a[:, r]) + t[2] * a[:, r]), f * (1 - a[:, r]) * t[0])
+        return -(np.log(L).sum() + _beta_prior(al) + _beta_prior(t))
+
+    best = min(
+        (minimize(nll, x0, method="L-BFGS-B", options={"maxiter": 5000, "ftol": 1e-15, "gtol": 1e-9})
+         for x0 in (np.zeros(P + 3), np.full(P + 3, 0.5))),
+        key=lambda r: r.fun,
+    )
+    em = make("ccm", iterations=5000, tol=1e-12).fit(clog)
+    x_em = np.concatenate([_logit(em.alpha), _logit(em.tau)])
+    assert nll(x_em) <= best.fun + 1e-4
+    assert em.fit_stats["objective"] * len(clog) == pytest.approx(-nll(x_em), abs=1e-4)
+    np.testing.assert_allclose(em.alpha, _sig(best.x[:P]), atol=5e-3)
+    np.testing.assert_allclose(em.tau, _sig(best.x[P:]), atol=5e-3)
+
+
 # ---- parameter recovery from sampled logs -----------------------------------------------------
 REC_N, REC_R, REC_Q, REC_D = 150_000, 6, 30, 10
 REC_EXAM = np.array([1.0, 0.75, 0.55, 0.4, 0.3, 0.22])
@@ -592,8 +646,8 @@ def test_evaluate_all_and_registry(sampled):
     assert set(res) == {"pbm", "dbn"}
     assert res["pbm"]["fit_stats"]["iterations"] == 5 and not res["pbm"]["fit_stats"]["converged"]
     assert len(res["pbm"]["params"]["examination"]) == 5 and isinstance(res["dbn"]["params"]["gamma"], float)
-    assert set(CLICK_MODELS) == {"gctr", "rctr", "dctr", "pbm", "cm", "dcm", "ubm", "dbn", "sdbn"}
-    with pytest.raises(ConfigError, match="known click models: gctr, rctr, dctr, pbm, cm, dcm, ubm, dbn, sdbn"):
+    assert set(CLICK_MODELS) == {"gctr", "rctr", "dctr", "pbm", "cm", "dcm", "ubm", "dbn", "sdbn", "ccm"}
+    with pytest.raises(ConfigError, match="known click models: gctr, rctr, dctr, pbm, cm, dcm, ubm, dbn, sdbn, ccm"):
         make("ubn")
     with pytest.raises(ConfigError, match="iterations"):
         make("pbm", iterations=0)

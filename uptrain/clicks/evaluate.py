@@ -152,6 +152,14 @@ def evaluate(model, clog: ClickLog, buckets: Mapping[str, str] | None = None) ->
         "clipped_unconditional": int(stats_unc.get("clipped", 0)),
         **({"multi_click_sessions": stats_cond["multi_click_sessions"]} if "multi_click_sessions" in stats_cond else {}),
     }
+    ps = out["predict_stats"]
+    if ps.get("unseen_impressions") or ps["clipped_conditional"] or ps["clipped_unconditional"]:
+        log.warning(
+            "click model %s on %d sessions: %d of %d impressions (%d pairs) were not in the training log and got "
+            "the model's default; %d conditional and %d marginal probabilities were clipped to [eps, 1 - eps]",
+            getattr(model, "name", model), len(clog), ps.get("unseen_impressions", 0), ps.get("impressions", 0),
+            ps.get("unseen_pairs", 0), ps["clipped_conditional"], ps["clipped_unconditional"],
+        )
     return out
 
 

@@ -5,7 +5,7 @@
 ``dctr``  document (query, doc) CTR        ``pbm``   position-based model (EM)
 ``cm``    cascade model (closed-form MLE)  ``dcm``   dependent click model (closed-form MLE)
 ``ubm``   user browsing model (EM)         ``dbn``   dynamic Bayesian network (EM)
-``sdbn``  simplified DBN (closed-form MLE)
+``sdbn``  simplified DBN (closed-form MLE)  ``ccm``   click chain model (EM)
 
 ``make(name, **kwargs)`` builds one by its registry name; the shared settings (iterations,
 prior, pseudo_count, tol, eps) and their defaults are described in :mod:`.base`.
@@ -14,6 +14,7 @@ prior, pseudo_count, tol, eps) and their defaults are described in :mod:`.base`.
 from __future__ import annotations
 
 from uptrain.clicks.models.base import ClickModel, PairTable
+from uptrain.clicks.models.ccm import CCM
 from uptrain.clicks.models.cm import CM
 from uptrain.clicks.models.dbn import DBN
 from uptrain.clicks.models.dcm import DCM
@@ -26,7 +27,7 @@ from uptrain.clicks.models.ubm import UBM
 from uptrain.errors import ConfigError
 
 CLICK_MODELS: dict[str, type[ClickModel]] = {
-    cls.name: cls for cls in (GCTR, RCTR, DCTR, PBM, CM, DCM, UBM, DBN, SDBN)
+    cls.name: cls for cls in (GCTR, RCTR, DCTR, PBM, CM, DCM, UBM, DBN, SDBN, CCM)
 }
 
 
@@ -44,4 +45,4 @@ def make(name: str, **kwargs) -> ClickModel:
         ) from None
 
 
-__all__ = ["CLICK_MODELS", "ClickModel", "PairTable", "make", "CM", "DBN", "DCM", "DCTR", "GCTR", "PBM", "RCTR", "SDBN", "UBM"]
+__all__ = ["CLICK_MODELS", "ClickModel", "PairTable", "make", "CCM", "CM", "DBN", "DCM", "DCTR", "GCTR", "PBM", "RCTR", "SDBN", "UBM"]

@@ -23,7 +23,9 @@ Defaults every model shares (``__init__``):
                       prior included) improves by less than ``tol``.
 ``eps=1e-6``          predicted click probabilities are clipped to [eps, 1 - eps] (PyClick's
                       ``PROB_MIN``) so that every log-likelihood is finite; every clipped
-                      probability is counted in ``predict_stats["clipped"]``.
+                      probability is counted in ``predict_stats["clipped"]``. Fitted
+                      probability parameters are kept in [eps, 1 - eps] too (an estimate of
+                      0 / n becomes eps).
 
 After ``fit``: ``fit_stats`` holds ``iterations``, ``converged``, ``log_likelihood`` (the
 held-out measure of :mod:`uptrain.clicks.evaluate` computed on the training log),
