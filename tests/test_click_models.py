@@ -341,6 +341,8 @@ def test_samplers_match_model_marginals(name):
 
 
 def test_samplers_show_nothing_where_attr_is_zero_and_refuse_bad_input():
+    """A rank with nothing shown (attr 0) is never clicked; bad shapes, names and probabilities are
+    refused with messages that say what was expected (catches a dispatcher that drops a parameter)."""
     rng = np.random.default_rng(0)
     a = np.array([[0.9, 0.0], [0.9, 0.0]])
     assert not sample_pbm(a, [1, 1], rng)[:, 1].any()
@@ -594,7 +596,8 @@ def test_measures_are_in_range(name, sampled):
 
 
 def test_ctr_error_by_hand():
-    """Mean over (query, rank) cells of |mean predicted - observed CTR|: GCTR 0.3 on the tiny log."""
+    """Mean over (query, rank) cells of |mean predicted - observed CTR|: GCTR 0.3 on the tiny log
+    (catches a mean over sessions instead of cells, or padded ranks counted as impressions)."""
     # cells (q, 0): CTR 1/3, (q, 1): 1/3, (q, 2): 1/2 -> (|.3 - 1/3| + |.3 - 1/3| + |.3 - .5|) / 3
     assert ctr_error(fixed("gctr"), tiny_log()) == pytest.approx((2 / 30 + 0.2) / 3)
 
@@ -602,7 +605,8 @@ def test_ctr_error_by_hand():
 @pytest.mark.parametrize("name", list(CLICK_MODELS))
 def test_unseen_pairs_get_the_documented_default(name):
     """A test log with a new document (and a new query): the model's default (prior 0.5 for pair
-    parameters; GCTR / RCTR have none), counted as unseen."""
+    parameters; GCTR / RCTR have none), counted as unseen (catches a lookup by integer index, which
+    would give the new document some other document's parameters)."""
     b = ClickLogBuilder(ranks=2)
     b.add(Session("q", ["a", "new"], []))
     b.add(Session("other", ["a", "b"], [0]))
@@ -626,7 +630,7 @@ def test_unseen_pairs_get_the_documented_default(name):
 
 def test_segments_equal_evaluating_the_subset(sampled):
     """A segment's measures are those of the log restricted to its queries; queries outside the
-    mapping are 'unassigned'."""
+    mapping are 'unassigned' (catches segment masks applied to the wrong axis or a lost bucket)."""
     train, test = sampled
     model = make("pbm").fit(train)
     buckets = {q: ("high" if i < 3 else "low") for i, q in enumerate(test.queries[:6])}
@@ -641,6 +645,8 @@ def test_segments_equal_evaluating_the_subset(sampled):
 
 
 def test_evaluate_all_and_registry(sampled):
+    """evaluate_all passes settings to every model and reports fit_stats and params; the registry
+    names every model and refuses unknown names and settings with a message listing the known ones."""
     train, test = sampled
     res = evaluate_all(["pbm", "DBN"], train, test, progress=False, iterations=5)
     assert set(res) == {"pbm", "dbn"}
@@ -658,6 +664,7 @@ def test_evaluate_all_and_registry(sampled):
 
 
 def test_longer_log_than_fitted_is_refused():
+    """A log with more ranks than the fitted examination is refused, not silently indexed out of range."""
     model = make("pbm").fit(tiny_log())
     b = ClickLogBuilder(ranks=4)
     b.add(Session("q", ["a", "b", "c", "d"], [3]))
@@ -675,7 +682,8 @@ def _yandex_path() -> Path | None:
 
 
 def test_yandex_sample_model_families_rank_as_reported():
-    """On the real Yandex WSCD sample (PyClick's trainSample), split by session order 75/25: PBM,
+    """On the real Yandex WSCD sample (PyClick's trainSample), split 75/25 by session order
+    (``log.split(0.25)``: the last quarter of each query's sessions, the file groups sessions by query): PBM,
     UBM and DBN have a lower held-out perplexity than GCTR, RCTR and DCTR (Chuklin et al. 2015, ch. 5;
     Grotov et al. 2015)."""
     path = _yandex_path()

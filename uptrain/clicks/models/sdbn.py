@@ -22,6 +22,7 @@ import numpy as np
 from uptrain.clicks.log import ClickLog
 from uptrain.clicks.models.base import last_click_rank
 from uptrain.clicks.models.dbn import DBN, cascade_filter
+from uptrain.errors import ConfigError
 
 
 class SDBN(DBN):
@@ -57,8 +58,6 @@ class SDBN(DBN):
 
     def set_params(self, attractiveness, satisfaction, gamma: float = 1.0) -> "SDBN":
         if float(gamma) != 1.0:
-            from uptrain.errors import ConfigError
-
             raise ConfigError(f"SDBN is the DBN with gamma = 1; got gamma = {gamma} (use the dbn model)")
         super().set_params(attractiveness, satisfaction, 1.0)
         return self
