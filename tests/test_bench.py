@@ -248,13 +248,18 @@ def test_quick_run_writes_every_row_and_the_machine(tmp_path, monkeypatch):
     assert on_disk["peaks"]["fp32"]["gflops"] > 0 and on_disk["peaks"]["bf16"]["gflops"] > 0
 
     workloads = [r["workload"] for r in on_disk["table"]]
-    assert len(workloads) == 5 + 3  # and one per annotator path beside the baseline
+    assert len(workloads) == 5 + 3 + 1  # one per annotator path beside the baseline, and the click EM
     for prefix in ("encode BiEncoder dtype=fp32", "encode BiEncoder dtype=auto", "train Lightning precision=32-true",
                    "train Lightning precision=bf16-mixed", "cross-encoder score_pairs bf16", "annotate "):
         assert any(w.startswith(prefix) for w in workloads), prefix
     for row in on_disk["table"]:
+        if row["workload"].startswith("click model EM"):
+            # the vectorised EM computes what the per-session loop computes
+            assert row["guard_ok"] and on_disk["clicks"]["em_vs_loop"]["max_abs_diff"] <= bench.CLICK_EM_MAX_DIFF
+            continue
         assert row["gflops"] > 0
         assert row["workload"] == "annotate llamacpp" or row["share"] > 0
+    assert "### Clicks" in out.with_suffix(".md").read_text()
 
     # what the rows compute, not how fast: fp32 encodes as sentence-transformers does, and the
     # fp32 Lightning run follows the plain loop's loss curve step for step (same model, batches, optimiser)

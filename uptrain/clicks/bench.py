@@ -108,3 +108,80 @@ def click_bench(
         "sampling": sampling,
         "fit": fits,
     }
+
+
+def pbm_em_loop(clog, iterations: int = 5, prior: float = 0.5, pseudo_count: float = 2.0, eps: float = 1e-6):
+    """The reference of the speed ratio: PBM's EM as a Python loop over sessions and ranks (the shape
+    of a per-session implementation such as PyClick's), with the same updates, smoothing and clip as
+    :class:`uptrain.clicks.models.pbm.PBM`. Returns (examination list, attractiveness dict)."""
+    clicked = clog.clicked.tolist()
+    docs = clog.docs.tolist()
+    queries = clog.query.tolist()
+    R = clog.n_ranks
+    alpha: dict = {}
+    gamma = [prior] * R
+    for _ in range(iterations):
+        num_a: dict = {}
+        den_a: dict = {}
+        num_e = [0.0] * R
+        den_e = [0.0] * R
+        for s in range(len(queries)):
+            q = queries[s]
+            for r in range(R):
+                d = docs[s][r]
+                if d < 0:
+                    continue
+                key = (q, d)
+                a = alpha.get(key, prior)
+                g = gamma[r]
+                if clicked[s][r]:
+                    pa = pe = 1.0
+                else:
+                    skip = 1.0 - min(max(a * g, eps), 1 - eps)
+                    pa = a * (1 - g) / skip
+                    pe = g * (1 - a) / skip
+                num_a[key] = num_a.get(key, 0.0) + pa
+                den_a[key] = den_a.get(key, 0.0) + 1.0
+                num_e[r] += pe
+                den_e[r] += 1.0
+        alpha = {k: min(max((prior * pseudo_count + num_a[k]) / (pseudo_count + den_a[k]), eps), 1 - eps) for k in num_a}
+        gamma = [min(max((prior * pseudo_count + num_e[r]) / (pseudo_count + den_e[r]), eps), 1 - eps) for r in range(R)]
+    return gamma, alpha
+
+
+def bench_clicks(sessions: int = 1_000_000, ref_sessions: int = 20_000, iterations: int = 5, seed: int = 0,
+                 simulate_sessions: int | None = None) -> dict:
+    """The click workload of ``make bench``: samplers and fits on ``sessions`` synthetic sessions
+    (:func:`click_bench`), the simulator over a synthetic collection, and the speed ratio of the
+    vectorised PBM EM over the per-session loop (:func:`pbm_em_loop`) on ``ref_sessions`` sessions,
+    ``iterations`` EM iterations each, with the parameters of both compared (the guard)."""
+    from uptrain.clicks.models import make
+    from uptrain.clicks.simulate import simulate_bench
+
+    out = {"models": click_bench(sessions=sessions, seed=seed)}
+    rng = np.random.default_rng(seed + 1)
+    query, docs = synthetic_serps(ref_sessions, 10, 200, 30, rng)
+    alpha = rng.uniform(0.05, 0.9, 200 * 30)
+    exam = 1.0 / (np.arange(10) + 1.0) ** 0.7
+    from uptrain.clicks.sampling import sample_pbm
+
+    clog = from_arrays(query, docs, sample_pbm(alpha[docs], exam, rng), [f"q{i}" for i in range(200)],
+                       [f"d{i}" for i in range(200 * 30)])
+    t = time.perf_counter()
+    ref_gamma, ref_alpha = pbm_em_loop(clog, iterations)
+    loop_s = time.perf_counter() - t
+    model = make("pbm", iterations=iterations, tol=0.0)
+    t = time.perf_counter()
+    model.fit(clog)
+    vec_s = time.perf_counter() - t
+    table = model.relevance_table()
+    diff_alpha = max(abs(table[(f"q{q}", f"d{d}")] - v) for (q, d), v in ref_alpha.items())
+    diff_gamma = float(np.max(np.abs(np.asarray(model.params()["examination"]) - np.asarray(ref_gamma))))
+    out["em_vs_loop"] = {
+        "sessions": ref_sessions, "iterations": iterations,
+        "loop_seconds": round(loop_s, 3), "vectorised_seconds": round(vec_s, 4),
+        "ratio": round(loop_s / vec_s, 1) if vec_s > 0 else None,
+        "max_abs_diff": max(diff_alpha, diff_gamma),
+    }
+    out["simulate"] = simulate_bench(sessions=simulate_sessions or sessions, seed=seed)
+    return out

@@ -203,7 +203,8 @@ class ClickModelsStage(Stage[dict]):
     version = 1
 
     def __init__(self, models: Sequence[str], test_fraction: float = 0.25, has_test: bool = False,
-                 buckets: Mapping | None = None, model_kwargs: Mapping | None = None, split: str = "query"):
+                 buckets: Mapping | None = None, model_kwargs: Mapping | None = None, split: str = "query",
+                 judgments: str | None = None):
         if split not in ("query", "session"):
             raise ConfigError(f"clicks.split must be 'query' or 'session', got {split!r}")
         self.split = split
@@ -213,6 +214,8 @@ class ClickModelsStage(Stage[dict]):
         self.buckets = dict(buckets or {})
         self.model_kwargs = {str(k): dict(v or {}) for k, v in (model_kwargs or {}).items()}
         self.inputs = ("train", "test") if self.has_test else ("train",)
+        self.judgments = None if not judgments else str(judgments)
+        self._judgments_sha: str | None = None
 
     def validate(self) -> None:
         from uptrain.clicks.models import CLICK_MODELS, make
@@ -221,19 +224,28 @@ class ClickModelsStage(Stage[dict]):
             raise ConfigError(f"clicks.models is empty: name click models among {', '.join(CLICK_MODELS)}")
         for m in self.models:
             make(m, **self.model_kwargs.get(m, {}))
+        if self.judgments and not Path(self.judgments).expanduser().is_file():
+            raise ConfigError(f"clicks.judgments = {self.judgments!r} is not a file (TREC qrels: 'topic 0 docid grade')")
         if not self.has_test and not 0 < self.test_fraction < 1:
             raise ConfigError(f"clicks.test_fraction must be in (0, 1) when clicks.test is unset, got {self.test_fraction}")
 
     def spec(self) -> dict:
         return {"models": self.models, "test_fraction": None if self.has_test else self.test_fraction,
                 "split": None if self.has_test else self.split,
-                "buckets": self.buckets, "model_kwargs": self.model_kwargs}
+                "buckets": self.buckets, "model_kwargs": self.model_kwargs,
+                **({"judgments_sha256": self._sha_judgments()} if self.judgments else {})}
+
+    def _sha_judgments(self) -> str:
+        if self._judgments_sha is None:
+            self._judgments_sha = file_sha256(Path(self.judgments).expanduser())
+        return self._judgments_sha
 
     def build(self, out: Path, work: Path, inputs: Mapping[str, Artifact]) -> None:
         from uptrain.clicks.buckets import frequency_buckets
         from uptrain.clicks.evaluate import evaluate_all
 
         train = inputs["train"].value.log
+        full = train
         if self.has_test:
             test = inputs["test"].value.log
             split = "given test log"
@@ -248,8 +260,22 @@ class ClickModelsStage(Stage[dict]):
                                         **self.model_kwargs.get(name, {})))
         payload = {"split": split, "train_sessions": len(train), "test_sessions": len(test),
                    "buckets": self.buckets or {"scheme": "rank", "buckets": 10}, "models": _jsonable(results)}
+        table = click_model_table(payload)
+        if self.judgments:
+            from uptrain.clicks.agreement import agreement_table, grade_agreement
+            from uptrain.clicks.readers import judgments_for_log, read_judgments
+
+            grades, unjudged = judgments_for_log(full, read_judgments(Path(self.judgments).expanduser()))
+            if not grades:
+                raise ClickLogError(f"clicks.judgments = {self.judgments}: no shown (query, document) pair of the log "
+                                    "is judged (do the log's topics and the judgments' topic ids agree?)")
+            agreement = grade_agreement(full, grades, self.models, self.model_kwargs)
+            payload["grade_agreement"] = {"judged_pairs": len(grades), "unjudged_pairs": unjudged,
+                                          "models": _jsonable(agreement)}
+            table += "\n\nClicks against the human grades (`clicks.judgments`): " + agreement_table(
+                agreement, len(grades), unjudged)
         write_atomic(out / "results.json", json.dumps(payload, indent=2))
-        write_atomic(out / "table.md", click_model_table(payload))
+        write_atomic(out / "table.md", table)
         try:
             perplexity_plot(payload, out / "perplexity_at.png")
         except Exception as exc:  # noqa: BLE001 - a plot never loses the numbers
@@ -274,8 +300,8 @@ def click_model_table(payload: dict) -> str:
     rows = []
     for name, r in models.items():
         at = r.get("perplexity_at") or []
-        rows.append(f"| {name} | {r['log_likelihood']:.4f} | {r['perplexity']:.4f} | {r.get('ctr_error', float('nan')):.4f} | "
-                    + " | ".join(f"{x:.4f}" for x in at) + " |")
+        rows.append(f"| {name} | {_num(r.get('log_likelihood'))} | {_num(r.get('perplexity'))} | {_num(r.get('ctr_error'))} | "
+                    + " | ".join("n/a" if x is None or x != x else f"{x:.4f}" for x in at) + " |")
     text = (f"Fit on {payload['train_sessions']} sessions, evaluated on {payload['test_sessions']} "
             f"({payload['split']}). Log-likelihood: mean over sessions of the mean over ranks of "
             "ln P(C_r = c_r | clicks above r); perplexity per rank: 2^(-mean log2 P(C_r = c_r)) with unconditional "
@@ -293,11 +319,15 @@ def click_model_table(payload: dict) -> str:
             cells = []
             for s in order:
                 seg = (r.get("segments") or {}).get(s)
-                cells.append("n/a | n/a" if not seg else f"{seg['perplexity']:.4f} | {seg['log_likelihood']:.4f}")
+                cells.append("n/a | n/a" if not seg else f"{_num(seg.get('perplexity'))} | {_num(seg.get('log_likelihood'))}")
             rows.append(f"| {name} | " + " | ".join(cells) + " |")
         text += ("\n\nPer query-frequency bucket (queries sorted by sessions in the train log into 10 equal-size "
                  "buckets; 0-2 high, 3-6 medium, 7-9 low, the Baidu-ULTR convention):\n\n" + "\n".join([head, sep, *rows]))
     return text
+
+
+def _num(x) -> str:
+    return "n/a" if x is None or x != x else f"{x:.4f}"
 
 
 def perplexity_plot(payload: dict, path: Path) -> None:
@@ -309,7 +339,7 @@ def perplexity_plot(payload: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name, r in payload["models"].items():
         at = r.get("perplexity_at") or []
-        ax.plot(range(1, len(at) + 1), at, marker="o", ms=3, label=name)
+        ax.plot(range(1, len(at) + 1), [np.nan if x is None else x for x in at], marker="o", ms=3, label=name)
     ax.set_xlabel("rank")
     ax.set_ylabel("perplexity (unconditional)")
     ax.set_title(f"Click models: held-out perplexity per rank ({payload['test_sessions']} test sessions)")

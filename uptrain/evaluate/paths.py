@@ -373,7 +373,8 @@ class ClickModelsPath(EvalPath):
         kwargs, buckets = plain(clicks.get("model_kwargs")), plain(clicks.get("buckets"))
         models = list(clicks.get("models") or [])
         return read, ClickModelsStage(models, clicks.get("test_fraction", 0.25), has_test=len(read) > 1,
-                                      buckets=buckets, model_kwargs=kwargs, split=clicks.get("split", "query"))
+                                      buckets=buckets, model_kwargs=kwargs, split=clicks.get("split", "query"),
+                                      judgments=clicks.get("judgments"))
 
     def validate(self, cfg: DictConfig) -> None:
         read, stage = self._stages(cfg)
@@ -394,6 +395,9 @@ class ClickModelsPath(EvalPath):
                    if k in r}
             for name, r in payload["models"].items()
         }
+        for name, r in ((payload.get("grade_agreement") or {}).get("models") or {}).items():
+            out.metrics["click_models"].setdefault(name, {})["grade_agreement"] = {
+                k: r.get(k) for k in ("pairs", "spearman_rho", "kendall_tau", "per_grade")}
         for name in ("table.md", "perplexity_at.png"):
             if (artifact.path / name).is_file():
                 shutil.copyfile(artifact.path / name, ctx.run_dir / f"click_models_{name}")
