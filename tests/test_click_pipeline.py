@@ -216,3 +216,40 @@ def test_dla_run_trains_a_cross_encoder_on_simulated_clicks_and_reports_the_curv
     assert len(curve) == 10 and curve[0] == 1.0 and any(abs(x - 1.0) > 1e-4 for x in curve[1:])  # it moved
     report = (run / "report.md").read_text()
     assert "Simulated clicks" in report and "Learned examination" in report
+
+
+def test_grade_agreement_against_hand_computed_ctr():
+    from scipy.stats import spearmanr
+
+    from uptrain.clicks.agreement import grade_agreement
+
+    b = ClickLogBuilder(ranks=3)
+    for clicks in ([0], [0, 1], [], [1]):
+        b.add(Session("q", ["a", "b", "c"], clicks))
+    log = b.build()
+    grades = {("q", "a"): 2, ("q", "b"): 1, ("q", "c"): 0}
+    got = grade_agreement(log, grades, ["dctr", "gctr"])
+    # DCTR: (prior * pseudo_count + clicks) / (pseudo_count + impressions) = (1 + c) / (2 + 4)
+    want = {"a": 3 / 6, "b": 3 / 6, "c": 1 / 6}
+    assert got["dctr"]["per_grade"]["2"]["mean"] == pytest.approx(want["a"])
+    assert got["dctr"]["per_grade"]["0"]["mean"] == pytest.approx(want["c"])
+    rho = spearmanr([want["a"], want["b"], want["c"]], [2, 1, 0]).statistic
+    assert got["dctr"]["spearman_rho"] == pytest.approx(rho)
+    assert math.isnan(got["gctr"]["spearman_rho"])  # one value for every pair: no rank correlation
+
+
+@needs_data
+def test_click_models_on_the_session_track_log_with_its_judgments(cli_env, tmp_path):
+    from conftest import DATA
+
+    st = DATA / "raw" / "trec_session_2012"
+    run_cli(["+exp=click_models", f"clicks.train={st / 'sessiontrack2012.xml'}", "clicks.models=[dctr,pbm,dbn]",
+             f"clicks.judgments={st / 'relevacne2012.txt'}", f"hydra.run.dir={tmp_path / 'run'}"], cli_env, tmp_path)
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    for name in ("dctr", "pbm", "dbn"):
+        ga = m["click_models"][name]["grade_agreement"]
+        # the log's shown (query, document) pairs in the first 10 ranks that have a grade (1,721 when written);
+        # a join on the wrong key (query text instead of topic) finds none
+        assert ga["pairs"] > 1000 and set(ga["per_grade"]) <= {"-2", "0", "1", "2", "3", "4"}
+        assert -1 <= ga["spearman_rho"] <= 1
+    assert "Clicks against the human grades" in (tmp_path / "run" / "click_models_table.md").read_text()
