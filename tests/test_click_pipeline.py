@@ -214,6 +214,11 @@ def test_dla_run_trains_a_cross_encoder_on_simulated_clicks_and_reports_the_curv
     assert stats["positives"]["sessions"] == 24
     curve = stats["loss_learned"]["examination"]
     assert len(curve) == 10 and curve[0] == 1.0 and any(abs(x - 1.0) > 1e-4 for x in curve[1:])  # it moved
+    # the simulated log's own curve travels to the report beside the learned one, and the plot is drawn
+    truth = stats["loss_learned"]["true_examination"]
+    assert len(truth) == 10 and truth[0] == 1.0 and truth[-1] < 0.5
+    assert stats["loss_learned"]["max_abs_error"] == pytest.approx(max(abs(a - b) for a, b in zip(curve, truth)), abs=1e-5)
+    assert (run / "artifacts" / "train_click_raw" / "examination.png").stat().st_size > 1000
     report = (run / "report.md").read_text()
     assert "Simulated clicks" in report and "Learned examination" in report
 

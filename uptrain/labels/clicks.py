@@ -164,7 +164,11 @@ class ClickSource(LabelSource):
                 f"({ {k: v for k, v in counts.items() if v} }): the log's query keys must be the training "
                 "collection's query ids (or the log must carry query texts), and its documents the collection's"
             )
-        return examples, {k: v for k, v in counts.items() if v}
+        counts = {k: v for k, v in counts.items() if v}
+        truth = getattr(values["clicks"], "truth", None) or {}
+        if truth.get("examination"):  # a simulated log: the examination it used, for learned-vs-true reports
+            counts["true_examination"] = [float(x) for x in truth["examination"]]
+        return examples, counts
 
     def _session_propensities(self, values: Mapping[str, Any], ranks: int) -> list[float] | None:
         if self.model == "raw":

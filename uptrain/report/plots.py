@@ -66,3 +66,25 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, format="png", dpi=120)
     plt.close(fig)  # a sweep draws several figures in one process
     return path
+
+
+def examination_plot(learned: Sequence[float], true: Sequence[float] | None, path: Path,
+                     title: str = "Examination: learned by DLA against the simulator's") -> Path:
+    """theta_k / theta_1 per rank: the curve a loss learned and, when the log is simulated, the
+    simulator's own (normalised the same way)."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ranks = list(range(1, len(learned) + 1))
+    ax.plot(ranks, list(learned), marker="o", label="learned (theta_k / theta_1)")
+    if true:
+        t = [float(x) / float(true[0]) for x in true]
+        ax.plot(list(range(1, len(t) + 1)), t, marker="s", linestyle="--", label="simulator (theta_k / theta_1)")
+    ax.set_xlabel("rank")
+    ax.set_ylabel("examination relative to rank 1")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

@@ -281,6 +281,16 @@ class TrainStage(Stage[RankingModel]):
         model.save(out, with_weights=True)
         progress = json.loads((work / "progress.json").read_text())
         learned = loss.learned() if hasattr(loss, "learned") else None  # e.g. DLA's examination curve
+        true_exam = (label_stats.per_source or {}).get("true_examination")
+        if learned and learned.get("examination"):
+            from uptrain.report.plots import examination_plot
+
+            if true_exam:
+                t0 = float(true_exam[0])
+                learned["true_examination"] = [round(float(x) / t0, 6) for x in true_exam]
+                learned["max_abs_error"] = round(max(abs(a - b) for a, b in zip(learned["examination"],
+                                                                                  learned["true_examination"])), 6)
+            examination_plot(learned["examination"], true_exam, out / "examination.png")
         stats = {
             "phase": self.phase,
             "family": model.family,
@@ -318,9 +328,15 @@ class TrainStage(Stage[RankingModel]):
         if pos.get("sessions"):
             text += (f" Logged SERPs: {pos['sessions']} sessions ({pos['sessions_without_clicks']} without a click, "
                      f"{pos['clicks']} clicked documents, {pos['padded_serps']} short SERPs padded).")
-        learned = (st.get("loss_learned") or {}).get("examination")
+        learned_all = st.get("loss_learned") or {}
+        learned = learned_all.get("examination")
         if learned:
             text += " Learned examination theta_k / theta_1: " + ", ".join(f"{x:.3f}" for x in learned) + "."
+            if learned_all.get("true_examination"):
+                text += (" The simulator's: " + ", ".join(f"{x:.3f}" for x in learned_all["true_examination"])
+                         + f" (max abs error {learned_all['max_abs_error']:.3f}).")
+            if (artifact.path / "examination.png").is_file():
+                text += f"\n\n![examination curve]({artifact.path / 'examination.png'})"
         cut = st.get("truncation") or {}
         if any(v for k, v in cut.items() if k.endswith("truncated")):
             text += " Cut while training: " + ", ".join(
