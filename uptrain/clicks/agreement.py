@@ -31,8 +31,11 @@ def grade_agreement(log: ClickLog, grades: Mapping[tuple[str, str], int], models
         ok = np.isfinite(est)
         row: dict = {"pairs": int(ok.sum()), "not_estimated": int((~ok).sum())}
         if ok.sum() >= 3 and len(np.unique(g[ok])) > 1:
-            row["spearman_rho"] = float(spearmanr(est[ok], g[ok]).statistic)
-            row["kendall_tau"] = float(kendalltau(est[ok], g[ok]).statistic)
+            if len(np.unique(est[ok])) == 1:  # one value for every pair (GCTR, RCTR): no rank correlation
+                row["spearman_rho"] = row["kendall_tau"] = float("nan")
+            else:
+                row["spearman_rho"] = float(spearmanr(est[ok], g[ok]).statistic)
+                row["kendall_tau"] = float(kendalltau(est[ok], g[ok]).statistic)
         row["per_grade"] = {
             str(int(v)): {"pairs": int(((g == v) & ok).sum()), "mean": float(est[(g == v) & ok].mean()),
                           "std": float(est[(g == v) & ok].std())}
