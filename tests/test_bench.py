@@ -281,3 +281,19 @@ def test_quick_run_writes_every_row_and_the_machine(tmp_path, monkeypatch):
     for w in workloads:
         assert f"| {w} |" in md
     assert "Quick run" in md
+
+
+def test_only_remeasures_the_named_workload_and_keeps_the_rest(tmp_path):
+    # catches: --only overwriting the other workloads' last results (a click-only run erasing the
+    # annotation rows that take half an hour to measure)
+    out = tmp_path / "results.json"
+    first = bench.main(["--quick", "--only", "clicks", "--out", str(out)])
+    assert "encode" not in first and first["clicks"]["em_vs_loop"]["ratio"] > 0
+    on_disk = json.loads(out.read_text())
+    on_disk["annotate"] = {"not_run": "kept from an earlier run"}
+    out.write_text(json.dumps(on_disk))
+    second = bench.main(["--quick", "--only", "clicks", "--out", str(out)])
+    assert second["annotate"] == {"not_run": "kept from an earlier run"}
+    assert [r["workload"] for r in second["table"]] == [r["workload"] for r in first["table"]]
+    with pytest.raises(SystemExit):
+        bench.main(["--quick", "--only", "nosuch", "--out", str(out)])

@@ -942,6 +942,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--click-ref-sessions", type=int)
     ap.add_argument("--skip-annotate", action="store_true", help="leave the annotation workload out")
     ap.add_argument("--skip-clicks", action="store_true", help="leave the click workload out")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated workloads to measure (encode, train, cross_encoder, annotate, clicks); "
+                         "the others keep their results from --out when it exists")
     args = ap.parse_args(argv)
     sizes = dict(QUICK if args.quick else FULL)
     for key in sizes:
@@ -961,32 +964,55 @@ def main(argv: list[str] | None = None) -> dict:
         sections[name] = round(time.perf_counter() - t0, 1)
         return value
 
-    peaks = timed("peaks", measure_peaks, [tuple(s) for s in sizes["peak_shapes"]], sizes["peak_repeats"])
-    results["peaks"] = peaks
-    results["encode"] = timed("encode", bench_encode, sizes["docs"], sizes["batch_size"], sizes["max_length"],
-                              sizes["repeats"], peaks)
-    results["train"] = timed("train", bench_train, sizes["train_steps"], sizes["train_batch"], sizes["group_size"],
-                             sizes["train_max_length"], peaks, warmup=sizes["train_warmup"])
-    results["cross_encoder"] = timed("cross_encoder", bench_cross, sizes["cross_pairs"], sizes["cross_batch"],
-                                     sizes["cross_max_length"], sizes["repeats"], peaks)
-    if args.skip_annotate:
+    names = ("encode", "train", "cross_encoder", "annotate", "clicks")
+    only = [x.strip() for x in args.only.split(",") if x.strip()] if args.only else list(names)
+    unknown = [x for x in only if x not in names]
+    if unknown:
+        ap.error(f"--only: unknown workload(s) {unknown}; known: {', '.join(names)}")
+    out = Path(args.out)
+    if args.only and out.is_file():
+        # re-measure some workloads, keep the others' last results (each says when and how it was run)
+        previous = json.loads(out.read_text())
+        results = {**previous, "machine": results["machine"]}
+        results.setdefault("settings", {}).update({k: v for k, v in sizes.items() if k.startswith("click")}
+                                                   if only == ["clicks"] else {})
+    if set(only) & {"encode", "train", "cross_encoder"} or "peaks" not in results:
+        peaks = timed("peaks", measure_peaks, [tuple(s) for s in sizes["peak_shapes"]], sizes["peak_repeats"])
+        results["peaks"] = peaks
+    peaks = results["peaks"]
+    if "encode" in only:
+        results["encode"] = timed("encode", bench_encode, sizes["docs"], sizes["batch_size"], sizes["max_length"],
+                                  sizes["repeats"], peaks)
+    if "train" in only:
+        results["train"] = timed("train", bench_train, sizes["train_steps"], sizes["train_batch"], sizes["group_size"],
+                                 sizes["train_max_length"], peaks, warmup=sizes["train_warmup"])
+    if "cross_encoder" in only:
+        results["cross_encoder"] = timed("cross_encoder", bench_cross, sizes["cross_pairs"], sizes["cross_batch"],
+                                         sizes["cross_max_length"], sizes["repeats"], peaks)
+    if "annotate" not in only:
+        pass
+    elif args.skip_annotate:
         results["annotate"] = {"not_run": "--skip-annotate"}
     else:
         from uptrain.annotate.backends import bench as annotate_bench
 
         results["annotate"] = timed("annotate", annotate_bench.bench_annotation,
                                     n_prompts=sizes["annotate_prompts"], batch_size=sizes["annotate_batch"])
-    if args.skip_clicks:
+    if "clicks" not in only:
+        pass
+    elif args.skip_clicks:
         results["clicks"] = {"not_run": "--skip-clicks"}
     else:
         from uptrain.clicks.bench import bench_clicks
 
         results["clicks"] = timed("clicks", bench_clicks, sessions=sizes["click_sessions"],
                                   ref_sessions=sizes["click_ref_sessions"])
+    for name in only:
+        if isinstance(results.get(name), dict):
+            results[name]["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     results["table"] = table_rows(results, peaks)
     results["targets_met"] = {r["workload"]: r["target_met"] for r in results["table"]}
-    results["wall_s"] = {"total": round(time.perf_counter() - t_start, 1), **sections}
-    out = Path(args.out)
+    results["wall_s"] = {**(results.get("wall_s") or {}), "total": round(time.perf_counter() - t_start, 1), **sections}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     md = markdown(results)
