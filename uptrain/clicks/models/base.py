@@ -319,6 +319,36 @@ def last_click_rank(clicked: np.ndarray) -> np.ndarray:
     return np.where(any_, R - 1 - clicked[:, ::-1].argmax(axis=1), -1)
 
 
+class DistinctSessions:
+    """The distinct sessions of a log (the same pairs at the same ranks with the same clicks), each
+    processed once and weighted by how often it occurs: what the cascade EM models (DBN, CCM) iterate over.
+
+    ``pidx`` (m, R) pair index (-1: not shown), ``shown``, ``clicked`` (m, R) bool, ``w`` (m,) counts,
+    ``last`` (m,) last clicked rank (-1: none), ``has`` (m,) a click, ``lc`` = max(last, 0),
+    ``safe`` = max(pidx, 0), ``ranks`` (1, R), ``srow`` (m,), ``W`` (m, R) the counts per cell;
+    ``n`` sessions and ``R`` ranks of the log.
+    """
+
+    def __init__(self, clog: ClickLog):
+        pidx0 = clog.pairs()[0]
+        self.n, self.R = pidx0.shape
+        R = self.R
+        rows = np.concatenate([pidx0, (clog.clicked & (pidx0 >= 0)).astype(np.int64)], axis=1)
+        uniq, w = np.unique(rows, axis=0, return_counts=True)
+        self.w = w.astype(np.float64)
+        self.m = len(uniq)
+        self.pidx = uniq[:, :R]
+        self.shown = self.pidx >= 0
+        self.clicked = uniq[:, R:].astype(bool)
+        self.safe = np.maximum(self.pidx, 0)
+        self.ranks = np.arange(R)[None, :]
+        self.last = last_click_rank(self.clicked)
+        self.has = self.last >= 0
+        self.lc = np.maximum(self.last, 0)
+        self.srow = np.arange(self.m)
+        self.W = np.broadcast_to(self.w[:, None], (self.m, R))
+
+
 def previous_click_column(clicked: np.ndarray) -> np.ndarray:
     """(n, R) the UBM column of each rank: 0 when no rank above it was clicked, r' + 1 when the nearest
     clicked rank above it is r'."""

@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from uptrain.clicks.log import ClickLog
-from uptrain.clicks.models.base import ClickModel, last_click_rank
+from uptrain.clicks.models.base import ClickModel, DistinctSessions
 
 
 def cascade_filter(a: np.ndarray, s: np.ndarray, gamma: float, clicked: np.ndarray, conditional: bool) -> np.ndarray:
@@ -62,25 +62,12 @@ class DBN(ClickModel):
         self.gamma: float | None = None
 
     def _fit(self, clog: ClickLog, progress: bool):
-        pidx0 = clog.pairs()[0]
-        n, R = pidx0.shape
-        P = len(self.pairs)
         # Identical sessions (same pairs at the same ranks, same clicks) share their posteriors:
         # each distinct session is processed once, weighted by how often it occurs.
-        rows = np.concatenate([pidx0, (clog.clicked & (pidx0 >= 0)).astype(np.int64)], axis=1)
-        uniq, w = np.unique(rows, axis=0, return_counts=True)
-        w = w.astype(np.float64)
-        m = len(uniq)
-        pidx = uniq[:, :R]
-        shown = pidx >= 0
-        clicked = uniq[:, R:].astype(bool)
-        safe = np.maximum(pidx, 0)
-        ranks = np.arange(R)[None, :]
-        last = last_click_rank(clicked)
-        has = last >= 0
-        lc = np.maximum(last, 0)
-        srow = np.arange(m)
-        W = np.broadcast_to(w[:, None], (m, R))
+        d = DistinctSessions(clog)
+        n, R, m, w, P = d.n, d.R, d.m, d.w, len(self.pairs)
+        pidx, shown, clicked, safe, ranks = d.pidx, d.shown, d.clicked, d.safe, d.ranks
+        last, has, lc, srow, W = d.last, d.has, d.lc, d.srow, d.W
         # What the clicks fix: every rank up to the last click was examined, its attractiveness is
         # its click, every transition before the last click continued.
         before = shown & (ranks < last[:, None])
