@@ -258,3 +258,25 @@ def test_click_models_on_the_session_track_log_with_its_judgments(cli_env, tmp_p
         assert ga["pairs"] > 1000 and set(ga["per_grade"]) <= {"-2", "0", "1", "2", "3", "4"}
         assert -1 <= ga["spearman_rho"] <= 1
     assert "Clicks against the human grades" in (tmp_path / "run" / "click_models_table.md").read_text()
+
+
+def test_biencoder_click_loss_sees_only_each_querys_own_serp():
+    # catches: in-batch passages entering the click softmax as if shown (they were never on the query's SERP)
+    from uptrain.losses.ultr import IPSListwise
+    from uptrain.model import BiEncoder
+    from uptrain.model.batch import TrainItem
+
+    model = BiEncoder()
+    items = [TrainItem("q1", "aspirin and headaches", ["d1", "d2", "d3"], [DOCS["d1"], DOCS["d2"], DOCS["d3"]],
+                       [True, False, False], frozenset({"d1"}), positions=[0, 1, 2], propensities=[1.0, 0.5, 0.3]),
+             TrainItem("q2", "vitamin c", ["d4", "d5", "d6"], [DOCS["d4"], DOCS["d5"], DOCS["d6"]],
+                       [False, False, True], frozenset({"d6"}), positions=[0, 1, 2], propensities=[1.0, 0.5, 0.3])]
+    batch = model.collator()(items)
+    with torch.no_grad():
+        out = model.batch_scores(batch, None, in_batch_negatives=True)
+        full = IPSListwise()(out.scores, out.targets["click"]).item()
+        assert out.targets["click"].shape == (2, 6, 3)
+        assert out.targets["click"][0, 3:, 1].tolist() == [-1, -1, -1]  # q2's passages: not shown to q1
+        own = torch.stack([out.scores[0, :3], out.scores[1, 3:]])
+        group = torch.stack([out.targets["click"][0, :3], out.targets["click"][1, 3:]])
+        assert full == pytest.approx(IPSListwise()(own, group).item(), rel=1e-6)
