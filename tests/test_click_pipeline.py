@@ -81,6 +81,14 @@ def test_max_sessions_samples_and_counts():
     examples, stats = build_examples(spec, [], {"clicks": LoadedClicks(log)}, collection=COLL)
     assert stats.per_source["sessions_cut_by_max_sessions"] == 3
     assert len(examples) <= 2
+    # min_clicks leaves out the session without a click first; max_sessions then samples what is left
+    spec = [{"source": "click", "model": "raw", "max_sessions": 3, "min_clicks": 1}]
+    examples, stats = build_examples(spec, [], {"clicks": LoadedClicks(log)}, collection=COLL)
+    assert stats.per_source["sessions_below_min_clicks"] == 1
+    assert stats.per_source["sessions_cut_by_max_sessions"] == 1
+    assert all(e.positives for e in examples)
+    with pytest.raises(LabelConfigError, match="min_clicks"):
+        parse_spec([{"source": "click", "model": "dbn", "min_clicks": 1}])
 
 
 def test_aggregated_click_positives_use_the_threshold_and_stay_in_the_pool():

@@ -7,7 +7,9 @@ turned into training labels, through the label-source seam.
                      attractiveness x satisfaction; ``click:pbm``: PBM's attractiveness; any name of
                      :data:`uptrain.clicks.models.CLICK_MODELS`)
 ``click:raw``        the logged SERPs themselves, one training example per session, trained on as
-                     shown (clicked documents, each document's rank): for the naive and DLA losses
+                     shown (clicked documents, each document's rank): for the naive and DLA losses;
+                     ``min_clicks: 1`` leaves out sessions without a click (they add nothing to a
+                     listwise loss), ``max_sessions`` samples the rest
 ``click:ips``        the same with each rank's examination propensity from a PBM fitted on the
                      training log (or ``propensities: [...]`` given): for the IPS losses
 
@@ -46,7 +48,7 @@ class ClickSource(LabelSource):
 
     def __init__(self, model: str | None = None, threshold: float = 0.5, min_impressions: int = 1,
                  propensities: Sequence[float] | None = None, max_sessions: int | None = None,
-                 weight: float = 1.0):
+                 min_clicks: int = 0, weight: float = 1.0):
         super().__init__(weight)
         known = ["ctr", *SESSION_MODES, *_known_models()]
         if model not in known:
@@ -70,6 +72,10 @@ class ClickSource(LabelSource):
         self.min_impressions = int(min_impressions)
         self.propensities = propensities
         self.max_sessions = None if max_sessions is None else int(max_sessions)
+        if int(min_clicks) < 0 or (int(min_clicks) and model not in SESSION_MODES):
+            raise LabelConfigError(f"label source 'click': min_clicks (>= 0) applies to click:raw and click:ips, "
+                                   f"got {min_clicks} for click:{model}")
+        self.min_clicks = int(min_clicks)
         self.session_level = model in SESSION_MODES
         fitted = self._fitted_model()
         self.inputs = ("clicks",) + (("click_model",) if fitted else ())
@@ -93,7 +99,14 @@ class ClickSource(LabelSource):
             out["propensities"] = self.propensities
         if self.max_sessions is not None:
             out["max_sessions"] = self.max_sessions
+        if self.min_clicks:
+            out["min_clicks"] = self.min_clicks
         return out
+
+    def describe(self) -> str:
+        extra = {k: v for k, v in self.params().items() if k != "model"}
+        text = f"click:{self.model}" + (" (" + ", ".join(f"{k}={v}" for k, v in extra.items()) + ")" if extra else "")
+        return text + (f" (weight {self.weight:g})" if self.weight != 1.0 else "")
 
     def requests(self) -> dict[str, dict]:
         out: dict[str, dict] = {"clicks": {}}
@@ -134,15 +147,19 @@ class ClickSource(LabelSource):
         pool_text = {e.query_id: e.query for e in pool}
         queries = getattr(collection, "queries", {}) or {}
         docs = getattr(collection, "docs", {}) or {}
+        clicked = clicks.clicked
         order = list(range(len(clicks)))
-        counts = {"sessions_in_log": len(clicks), "sessions_cut_by_max_sessions": 0,
+        counts = {"sessions_in_log": len(clicks), "sessions_below_min_clicks": 0, "sessions_cut_by_max_sessions": 0,
                   "sessions_without_query_text": 0, "sessions_with_unknown_documents": 0}
+        if self.min_clicks:  # before the sample: max_sessions counts sessions that are trained on
+            per = clicked.sum(axis=1)
+            order = [s for s in order if per[s] >= self.min_clicks]
+            counts["sessions_below_min_clicks"] = len(clicks) - len(order)
         if self.max_sessions is not None and len(order) > self.max_sessions:
             rng = random.Random(stable_seed("click_sessions", seed))
+            counts["sessions_cut_by_max_sessions"] = len(order) - self.max_sessions
             order = sorted(rng.sample(order, self.max_sessions))
-            counts["sessions_cut_by_max_sessions"] = len(clicks) - self.max_sessions
         examples = []
-        clicked = clicks.clicked
         for s in order:
             key = clicks.queries[clicks.query[s]]
             text = pool_text.get(key) or queries.get(key) or clicks.query_text.get(key)

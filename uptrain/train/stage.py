@@ -315,7 +315,8 @@ class TrainStage(Stage[RankingModel]):
         pos = st.get("positives") or {}
         loss = st.get("final_loss")
         text = (
-            f"{st.get('family', 'biencoder').replace('_', '-')}, labels {st['labels']}: {st['queries']} queries, "
+            f"{st.get('family', 'biencoder').replace('_', '-')}, labels {st['labels']}: {st['queries']} "
+            f"{'sessions' if pos.get('sessions') else 'queries'}, "
             f"{st.get('steps')} steps, {st.get('epochs')} epochs, final loss "
             f"{'n/a' if loss is None else f'{loss:.4f}'}, {st['seconds']} s."
         )
