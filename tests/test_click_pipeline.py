@@ -96,7 +96,7 @@ def test_aggregated_click_positives_use_the_threshold_and_stay_in_the_pool():
                               {("q1", "d1"): 5, ("q1", "d7"): 1, ("q1", "d4"): 5, ("q1", "d9"): 3}, {})
     pool = [PoolEntry("q1", "topic one", [], ["d1", "d4", "d7"], ["d4", "d1", "d7"]),
             PoolEntry("q3", "unjudged query", [], ["d2"], ["d2"])]
-    spec = [{"source": "click", "model": "dbn", "threshold": 0.5, "min_impressions": 2}]
+    spec = [{"source": "click", "model": "dbn", "threshold": 0.5, "top": None, "min_impressions": 2}]
     examples, stats = build_examples(spec, pool, {"clicks": LoadedClicks(_log()), "click_model": fitted})
     assert len(examples) == 1  # q3 has no clicks: no label, counted
     ex = examples[0]
@@ -104,6 +104,9 @@ def test_aggregated_click_positives_use_the_threshold_and_stay_in_the_pool():
     assert ex.positives == ("d1",) and set(ex.negatives) == {"d4", "d7"}
     assert stats.per_source["click_positives_outside_pool"] == 1
     assert stats.per_source["click_queries_without_clicks"] == 1
+    # the default is relative: the query's best-estimated candidate, whatever the estimates' scale
+    examples, stats = build_examples("click:dbn", pool, {"clicks": LoadedClicks(_log()), "click_model": fitted})
+    assert examples[0].positives == ("d1",) and stats.per_source["click_pairs_beyond_top"] == 2
 
 
 def test_pool_can_keep_queries_without_human_positives():

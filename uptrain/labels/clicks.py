@@ -1,8 +1,10 @@
 """Click labels: a click log (read from ``clicks.train`` or simulated over the training collection)
 turned into training labels, through the label-source seam.
 
-``click:ctr``        positives = pool candidates whose click-through rate for the query (DCTR: clicks
-                     / impressions of the pair, position bias left in) is >= ``threshold``
+``click:ctr``        positives = the ``top`` (1) pool candidates of the query by click-through rate
+                     (DCTR: smoothed clicks / impressions of the pair, position bias left in) among
+                     those with an estimate >= ``threshold`` (0) and ``min_impressions`` (1); ``top:
+                     null`` keeps every candidate over the threshold
 ``click:<model>``    the same from a fitted click model's relevance estimate (``click:dbn``: DBN's
                      attractiveness x satisfaction; ``click:pbm``: PBM's attractiveness; any name of
                      :data:`uptrain.clicks.models.CLICK_MODELS`)
@@ -46,7 +48,7 @@ def _known_models() -> list[str]:
 class ClickSource(LabelSource):
     arg = "model"
 
-    def __init__(self, model: str | None = None, threshold: float = 0.5, min_impressions: int = 1,
+    def __init__(self, model: str | None = None, threshold: float = 0.0, top: int | None = 1, min_impressions: int = 1,
                  propensities: Sequence[float] | None = None, max_sessions: int | None = None,
                  min_clicks: int = 0, weight: float = 1.0):
         super().__init__(weight)
@@ -58,6 +60,8 @@ class ClickSource(LabelSource):
             )
         if not 0 <= float(threshold) <= 1:
             raise LabelConfigError(f"label source 'click': threshold must be in [0, 1], got {threshold}")
+        if top is not None and int(top) < 1:
+            raise LabelConfigError(f"label source 'click': top must be >= 1 or null, got {top}")
         if int(min_impressions) < 1:
             raise LabelConfigError(f"label source 'click': min_impressions must be >= 1, got {min_impressions}")
         if max_sessions is not None and int(max_sessions) < 1:
@@ -69,6 +73,7 @@ class ClickSource(LabelSource):
                                        f"got {propensities} for click:{model}")
         self.model = model
         self.threshold = float(threshold)
+        self.top = None if top is None else int(top)
         self.min_impressions = int(min_impressions)
         self.propensities = propensities
         self.max_sessions = None if max_sessions is None else int(max_sessions)
@@ -82,7 +87,7 @@ class ClickSource(LabelSource):
         self._table: dict[str, dict[str, float]] | None = None
         self._impressions: dict[tuple[str, str], int] = {}
         self._counts = {"click_queries_without_clicks": 0, "click_positives_outside_pool": 0,
-                        "click_pairs_below_threshold": 0}
+                        "click_pairs_below_threshold": 0, "click_pairs_beyond_top": 0}
 
     def _fitted_model(self) -> str | None:
         if self.model == "raw" or (self.model == "ips" and self.propensities is not None):
@@ -94,7 +99,7 @@ class ClickSource(LabelSource):
     def params(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model}
         if not self.session_level:
-            out.update(threshold=self.threshold, min_impressions=self.min_impressions)
+            out.update(threshold=self.threshold, top=self.top, min_impressions=self.min_impressions)
         if self.propensities is not None:
             out["propensities"] = self.propensities
         if self.max_sessions is not None:
@@ -136,6 +141,9 @@ class ClickSource(LabelSource):
                 continue
             if d not in candidates:
                 self._counts["click_positives_outside_pool"] += 1
+                continue
+            if self.top is not None and len(out) >= self.top:
+                self._counts["click_pairs_beyond_top"] += 1
                 continue
             out.append(d)
         return out
