@@ -914,6 +914,9 @@ def markdown(results: dict) -> str:
         "divides by the matmul peak of the dtype the row computes in. \"(ref ...)\" is the reference side.",
         "",
     ]
+    if results.get("remeasured"):
+        lines += [f"This file merges runs: `--only {','.join(results['remeasured'])}` re-measured those workloads "
+                  "(each section's `measured_at` in the JSON); the peaks and the other rows are from the run before.", ""]
     lines += click_lines(results.get("clicks") or {})
     return "\n".join(lines)
 
@@ -1010,6 +1013,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name in only:
         if isinstance(results.get(name), dict):
             results[name]["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    results["remeasured"] = only if args.only else None
     results["table"] = table_rows(results, peaks)
     results["targets_met"] = {r["workload"]: r["target_met"] for r in results["table"]}
     results["wall_s"] = {**(results.get("wall_s") or {}), "total": round(time.perf_counter() - t_start, 1), **sections}
