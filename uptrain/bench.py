@@ -977,8 +977,7 @@ def main(argv: list[str] | None = None) -> dict:
         # re-measure some workloads, keep the others' last results (each says when and how it was run)
         previous = json.loads(out.read_text())
         results = {**previous, "machine": results["machine"]}
-        results.setdefault("settings", {}).update({k: v for k, v in sizes.items() if k.startswith("click")}
-                                                   if only == ["clicks"] else {})
+        results.setdefault("settings", {}).update(sizes)  # the sizes of this run (the kept rows say when they ran)
     if set(only) & {"encode", "train", "cross_encoder"} or "peaks" not in results:
         peaks = timed("peaks", measure_peaks, [tuple(s) for s in sizes["peak_shapes"]], sizes["peak_repeats"])
         results["peaks"] = peaks
@@ -992,20 +991,16 @@ def main(argv: list[str] | None = None) -> dict:
     if "cross_encoder" in only:
         results["cross_encoder"] = timed("cross_encoder", bench_cross, sizes["cross_pairs"], sizes["cross_batch"],
                                          sizes["cross_max_length"], sizes["repeats"], peaks)
-    if "annotate" not in only:
-        pass
-    elif args.skip_annotate:
+    if "annotate" in only and args.skip_annotate:
         results["annotate"] = {"not_run": "--skip-annotate"}
-    else:
+    elif "annotate" in only:
         from uptrain.annotate.backends import bench as annotate_bench
 
         results["annotate"] = timed("annotate", annotate_bench.bench_annotation,
                                     n_prompts=sizes["annotate_prompts"], batch_size=sizes["annotate_batch"])
-    if "clicks" not in only:
-        pass
-    elif args.skip_clicks:
+    if "clicks" in only and args.skip_clicks:
         results["clicks"] = {"not_run": "--skip-clicks"}
-    else:
+    elif "clicks" in only:
         from uptrain.clicks.bench import bench_clicks
 
         results["clicks"] = timed("clicks", bench_clicks, sessions=sizes["click_sessions"],

@@ -170,9 +170,6 @@ class ClickLog:
             self._pairs = (index, uniq // (len(self.doc_ids) + 1), uniq % (len(self.doc_ids) + 1))
         return self._pairs
 
-    def pair_key(self, query: str, doc: str) -> tuple[str, str]:
-        return (query, doc)
-
     # ---- sessions ----------------------------------------------------------------------
     def session(self, s: int) -> Session:
         a, b = self.click_offsets[s], self.click_offsets[s + 1]

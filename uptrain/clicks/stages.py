@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import math
@@ -23,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from uptrain.cache import write_atomic
+from uptrain.cache import file_digest, write_atomic
 from uptrain.clicks.log import ClickLog, ClickLogError
 from uptrain.errors import ConfigError
 from uptrain.graph import Artifact, Stage
@@ -40,14 +39,6 @@ class LoadedClicks:
     log: ClickLog
     truth: dict | None = None
     source: str = ""
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _read_jsonl(path: Path) -> ClickLog:
@@ -67,7 +58,6 @@ class ReadClicksStage(Stage[LoadedClicks]):
         self.format = str(format)
         self.ranks = None if ranks is None else int(ranks)
         self.role = role
-        self._sha: str | None = None
 
     def validate(self) -> None:
         from uptrain.clicks.readers import READERS, detect_format
@@ -84,13 +74,8 @@ class ReadClicksStage(Stage[LoadedClicks]):
         if self.format == "auto":
             detect_format(p)  # an unknown layout fails here, before anything slow
 
-    def sha(self) -> str:
-        if self._sha is None:
-            self._sha = file_sha256(Path(self.path).expanduser())
-        return self._sha
-
-    def spec(self) -> dict:
-        return {"sha256": self.sha(), "format": self.format, "ranks": self.ranks}
+    def spec(self) -> dict:  # keyed by content (file_digest memoizes by path, size and mtime)
+        return {"sha256": file_digest(Path(self.path).expanduser()), "format": self.format, "ranks": self.ranks}
 
     def build(self, out: Path, work: Path, inputs: Mapping[str, Artifact]) -> None:
         from uptrain.clicks.readers import read_log
@@ -215,7 +200,6 @@ class ClickModelsStage(Stage[dict]):
         self.model_kwargs = {str(k): dict(v or {}) for k, v in (model_kwargs or {}).items()}
         self.inputs = ("train", "test") if self.has_test else ("train",)
         self.judgments = None if not judgments else str(judgments)
-        self._judgments_sha: str | None = None
 
     def validate(self) -> None:
         from uptrain.clicks.models import CLICK_MODELS, make
@@ -233,12 +217,7 @@ class ClickModelsStage(Stage[dict]):
         return {"models": self.models, "test_fraction": None if self.has_test else self.test_fraction,
                 "split": None if self.has_test else self.split,
                 "buckets": self.buckets, "model_kwargs": self.model_kwargs,
-                **({"judgments_sha256": self._sha_judgments()} if self.judgments else {})}
-
-    def _sha_judgments(self) -> str:
-        if self._judgments_sha is None:
-            self._judgments_sha = file_sha256(Path(self.judgments).expanduser())
-        return self._judgments_sha
+                **({"judgments_sha256": file_digest(Path(self.judgments).expanduser())} if self.judgments else {})}
 
     def build(self, out: Path, work: Path, inputs: Mapping[str, Artifact]) -> None:
         from uptrain.clicks.buckets import frequency_buckets
@@ -277,7 +256,10 @@ class ClickModelsStage(Stage[dict]):
         write_atomic(out / "results.json", json.dumps(payload, indent=2))
         write_atomic(out / "table.md", table)
         try:
-            perplexity_plot(payload, out / "perplexity_at.png")
+            from uptrain.report.plots import perplexity_plot
+
+            perplexity_plot({n: r.get("perplexity_at") or [] for n, r in payload["models"].items()},
+                            payload["test_sessions"], out / "perplexity_at.png")
         except Exception as exc:  # noqa: BLE001 - a plot never loses the numbers
             log.warning("click models: the perplexity plot could not be drawn (%s); results.json has the numbers", exc)
 
@@ -328,23 +310,3 @@ def click_model_table(payload: dict) -> str:
 
 def _num(x) -> str:
     return "n/a" if x is None or x != x else f"{x:.4f}"
-
-
-def perplexity_plot(payload: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name, r in payload["models"].items():
-        at = r.get("perplexity_at") or []
-        ax.plot(range(1, len(at) + 1), [np.nan if x is None else x for x in at], marker="o", ms=3, label=name)
-    ax.set_xlabel("rank")
-    ax.set_ylabel("perplexity (unconditional)")
-    ax.set_title(f"Click models: held-out perplexity per rank ({payload['test_sessions']} test sessions)")
-    ax.grid(alpha=0.3)
-    ax.legend(ncol=3, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

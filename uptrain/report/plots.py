@@ -1,10 +1,12 @@
-"""PNG plots of a sweep (matplotlib, Agg backend: no display needed).
+"""PNG plots of sweeps and runs (matplotlib, Agg backend: no display needed).
 
 * :func:`curriculum_plot`: effectiveness against the share of human labels in
   curriculum training, one line per label family, the baseline as a horizontal
   line (Zhang et al., arXiv 2504.05220, Figure 3).
 * :func:`in_vs_out_plot`: in-domain against out-of-domain nDCG@10, one labelled
   point per run (does a gain in domain carry over to other collections?).
+* :func:`examination_plot`: a learned examination curve against a simulated log's own.
+* :func:`perplexity_plot`: click models' held-out perplexity per rank.
 """
 
 from __future__ import annotations
@@ -84,6 +86,22 @@ def examination_plot(learned: Sequence[float], true: Sequence[float] | None, pat
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def perplexity_plot(per_rank: Mapping[str, Sequence["float | None"]], test_sessions: int, path: Path) -> Path:
+    """Click models' held-out perplexity per rank, one line per model (None: a rank never shown)."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for name, at in per_rank.items():
+        ax.plot(range(1, len(at) + 1), [float("nan") if x is None else x for x in at], marker="o", ms=3, label=name)
+    ax.set_xlabel("rank")
+    ax.set_ylabel("perplexity (unconditional)")
+    ax.set_title(f"Click models: held-out perplexity per rank ({test_sessions} test sessions)")
+    ax.grid(alpha=0.3)
+    ax.legend(ncol=3, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
