@@ -88,6 +88,21 @@ class LabelSource:
         """Soft sources: passage id -> utility for the query (None: not scored)."""
         return None
 
+    def grades(self, entry, values: Mapping[str, Any]) -> dict[str, int] | None:
+        """Graded sources: passage id -> grade for the query (None: no grades), read by the
+        graded losses (``loss.target: grade``); a query's grades from several sources are merged,
+        the highest grade of a passage winning."""
+        return None
+
+    #: True for a source that builds a phase's examples itself (:meth:`examples`), e.g. FAMOL's
+    #: two weighted examples per query; it is then the only source of its phase
+    own_examples = False
+
+    def examples(self, pool: Sequence, values: Mapping[str, Any], collection,
+                 seed: int = 0) -> tuple[list[LabelledQuery], dict]:
+        """Sources with ``own_examples``: the phase's examples and counts of what was left out."""
+        raise NotImplementedError
+
     def params(self) -> dict[str, Any]:
         """The parameters that determine this source's labels (beyond its name and weight)."""
         return {}
@@ -277,6 +292,9 @@ def parse_spec(spec: Any) -> list[LabelSource]:
             "cannot be interleaved with per-query positive sets; give them a phase of their own "
             "(or use an aggregated click label, click:ctr or click:<click model>, which can be interleaved)"
         )
+    if len(sources) > 1 and any(s.own_examples for s in sources):
+        raise LabelConfigError(f"'{describe(sources)}': a source that builds its phase's examples itself "
+                               "(e.g. famol) cannot be combined with other sources; give it a phase of its own")
     return sources
 
 
@@ -362,6 +380,12 @@ def build_examples(
     missing = [n for s in sources for n in s.inputs if n not in values]
     if missing:
         raise ValueError(f"build_examples: the label spec reads {sorted(set(missing))}, not given")
+    if sources[0].own_examples:
+        examples, counts = sources[0].examples(pool, values, collection, seed=seed)
+        return examples, ExampleStats(
+            queries=len({e.query_id for e in examples}), labelled=sum(1 for e in examples if e.positives),
+            human_queries=None, per_source={sources[0].describe(): len(examples), **counts},
+        )
     if sources[0].session_level:
         examples, counts = sources[0].session_examples(pool, values, collection, seed=seed)
         return examples, ExampleStats(
@@ -378,6 +402,7 @@ def build_examples(
     for e in pool:
         pos: list[str] = []
         weight = None
+        graded: dict[str, int] | None = None
         for s in sources:
             if isinstance(s, HumanSource) and e.query_id not in human_keep:
                 continue
@@ -387,6 +412,11 @@ def build_examples(
             per_source[s.describe()] += 1
             weight = s.weight if weight is None else max(weight, s.weight)
             pos += [d for d in got if d not in pos]
+            g = s.grades(e, values)
+            if g is not None:
+                graded = dict(graded or {})
+                for d, v in g.items():
+                    graded[d] = max(int(v), graded.get(d, int(v)))
         if weight is None:
             continue
         utilities = None
@@ -397,7 +427,7 @@ def build_examples(
             candidates = list(e.candidates)
         examples.append(LabelledQuery(
             e.query_id, e.query, tuple(pos), tuple(d for d in candidates if d not in pos),
-            utilities=utilities, weight=weight,
+            utilities=utilities, weight=weight, grades=graded,
         ))
     for s in sources:  # what a source left out (e.g. click positives outside the pool), counted
         per_source.update(getattr(s, "counts", lambda: {})())
