@@ -60,6 +60,10 @@ class AnnotatorStage(Stage[T]):
     shortened, the cuts counted under ``truncation`` in the stage's stats).
     """
 
+    #: True for a stage that can run the simulated annotator (``annotator=simulated``: grades drawn
+    #: from the human labels, no model): the pointwise grade stage alone; every other stage refuses it
+    accepts_simulated: bool = False
+
     def __init__(self, annotator: DictConfig | Mapping, batch_queries: int = 4):
         self.annotator: dict = plain(annotator)
         self.batch_queries = batch_queries
@@ -73,7 +77,23 @@ class AnnotatorStage(Stage[T]):
         self._pipelines: dict[tuple, Any] = {}
 
     # --- checks ---------------------------------------------------------------
+    def simulated(self) -> bool:
+        """Whether the config is the simulated annotator (an ``annotator.simulated`` block)."""
+        return self.annotator.get("simulated") is not None
+
     def _check_config(self) -> None:
+        if self.simulated():
+            if not self.accepts_simulated:
+                raise ConfigError(
+                    f"the simulated annotator (annotator=simulated: grades drawn from the human labels, no model) "
+                    f"cannot run the '{self.name}' stage: it only stands in for the pointwise grade stage, read by "
+                    "the label source `grade` (labels=grade). Choose a model annotator (annotator=transformers, "
+                    "llamacpp or vllm) for this stage"
+                )
+            value = self.batch_queries
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"annotate.batch_queries must be an integer of at least 1, got {value!r}")
+            return
         backend = self.annotator.get("backend")
         if not isinstance(backend, Mapping) or not backend.get("_target_"):
             raise ConfigError("annotator.backend must be a config with a _target_ (e.g. annotator=transformers, "
@@ -116,6 +136,8 @@ class AnnotatorStage(Stage[T]):
         """Config values, the backend class and extras, and the model's identity (a missing model
         or a missing vllm is a user error here, before anything slow runs)."""
         self._check_config()
+        if self.simulated():  # no model: the stage checks its simulator itself
+            return
         cls = self.backend_class()
         config = self.annotator["backend"]
         model = str(config.get("model", ""))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
-__all__ = ["parse_selection", "parse_answer", "ParseStats", "strip_reasoning", "is_none_answer"]
+__all__ = ["parse_selection", "parse_answer", "ParseStats", "strip_reasoning", "is_none_answer", "parse_grade",
+           "GradeParseStats"]
 
 # a passage id longer than this is never a window position (and int() of huge digit runs is slow or refused)
 _MAX_DIGITS = 6
@@ -138,6 +139,88 @@ class ParseStats:
         self.total += other.total
         self.unparseable += other.unparseable
         self.empty += other.empty
+        return self
+
+    @property
+    def unparseable_rate(self) -> float:
+        return self.unparseable / self.total if self.total else 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---- pointwise grades (UMBRELA-style 0-3 judgments) ---------------------------------------
+
+# a score label and its number: "Grade: 3", "##final score: 1", "Final score: 2", "**Score:** 2",
+# "Relevance score = 1", "score is 2", "O: 2" (the output form of UMBRELA's prompt)
+_GRADE_LABEL = re.compile(
+    r"(?:\b(?:final\s+)?(?:relevance\s+)?(?:score|grade|rating|relevance|judg(?:e)?ment)|\bO)\b"
+    r"[\s*_#]*(?:[:=\-]|\bis\b)?[\s*_#]*([0-9]+)(?![0-9]*[.,][0-9])",
+    re.IGNORECASE,
+)
+_GRADE_BOLD = re.compile(r"(?:\*\*|__)\s*([0-9]+)\s*(?:\*\*|__)")
+
+
+def _grade_value(digits: str, max_grade: int) -> int | None:
+    if len(digits) > _MAX_DIGITS:
+        return None
+    n = int(digits)
+    return n if 0 <= n <= max_grade else None
+
+
+def parse_grade(text: object, max_grade: int = 3) -> int | None:
+    """The grade (0..``max_grade``) of a pointwise relevance answer, or None; never raises.
+
+    Reasoning is removed first (:func:`strip_reasoning`). Then, in order:
+
+    1. a score label and its number (``Grade: 3``, ``##final score: 1``, ``Final score: 2``,
+       ``O: 2``, the output form of UMBRELA's prompt, Upadhyay et al. 2024): the **last**
+       label wins over every other number in the text;
+    2. a bold number (``**2**``), the last one;
+    3. a standalone integer (not a decimal, not glued to letters): the answer's first word when
+       it is one (``2``, ``2. The passage ...``), else the last one of the text.
+
+    The number found must be in ``0..max_grade``; out of range, or no number at all, is None
+    (the document then gets no grade: an unparseable answer is never a guessed grade).
+    """
+    try:
+        limit = int(max_grade)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    visible = strip_reasoning(text)
+    if limit < 0 or not visible.strip():
+        return None
+    labels = list(_GRADE_LABEL.finditer(visible))
+    if labels:
+        return _grade_value(labels[-1].group(1), limit)
+    bold = list(_GRADE_BOLD.finditer(visible))
+    if bold:
+        return _grade_value(bold[-1].group(1), limit)
+    plain = [m for m in _DIGITS.finditer(visible) if _plain_number_ok(visible, m.start(), m.end())]
+    if not plain:
+        return None
+    first = plain[0]
+    if not re.search(r"[A-Za-z0-9]", visible[: first.start()]):
+        return _grade_value(first.group(0), limit)
+    return _grade_value(plain[-1].group(0), limit)
+
+
+@dataclass
+class GradeParseStats:
+    """Counts of parsed pointwise answers: ``total`` answers, ``unparseable`` of them (no grade
+    in ``0..max_grade`` could be read: the document gets no grade)."""
+
+    total: int = 0
+    unparseable: int = 0
+
+    def record(self, grade: int | None) -> None:
+        self.total += 1
+        if grade is None:
+            self.unparseable += 1
+
+    def merge(self, other: "GradeParseStats") -> "GradeParseStats":
+        self.total += other.total
+        self.unparseable += other.unparseable
         return self
 
     @property

@@ -28,9 +28,11 @@ from uptrain.labels.sources import (
 )
 
 from uptrain.labels import clicks as _clicks  # noqa: E402,F401  (registers click:<model> and its producers)
+from uptrain.labels import frequency as _frequency  # noqa: E402,F401  (registers buckets and famol)
 
 __all__ = [
     "LABEL_SOURCES", "PRODUCERS", "BuildContext", "LabelConfigError", "LabelSource", "build_examples", "describe",
     "input_requests", "is_session_level", "is_soft", "parse_spec", "producer", "register", "required_inputs", "sample_ratio", "spec_key",
     "uses_human",
 ]
+from uptrain.labels import graded as _graded  # noqa: E402,F401  (registers grade and its producer)
