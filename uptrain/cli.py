@@ -64,7 +64,7 @@ def _compose(name: str, role: str, same_ratio: bool = False) -> DictConfig:
     """The config of experiment ``name`` with this run's data and scale, checked (nothing runs)."""
     from uptrain.pipeline import validate
 
-    known = sorted(p.stem for p in (Path(config_dir()) / "exp").glob("*.yaml"))
+    known = sorted(p.stem for p in (Path(config_dir()) / "exp").glob("*.yaml") if not p.stem.startswith("_"))
     try:
         cfg = hydra.compose(config_name="config", overrides=_baseline_overrides(name, same_ratio=same_ratio))
     except Exception as exc:  # noqa: BLE001 - hydra raises several kinds for an unknown experiment
@@ -84,7 +84,7 @@ def run(cfg: DictConfig) -> float | None:
     set_threads()  # the cores this process may use (affinity), unless OMP_NUM_THREADS says otherwise
 
     if OmegaConf.is_missing(cfg, "name"):
-        known = sorted(p.stem for p in (Path(config_dir()) / "exp").glob("*.yaml"))
+        known = sorted(p.stem for p in (Path(config_dir()) / "exp").glob("*.yaml") if not p.stem.startswith("_"))
         raise MissingMandatoryValue(
             "no experiment chosen: run `uptrain +exp=NAME` with NAME one of "
             f"{', '.join(known)} (see `uptrain --help` for the config groups)"

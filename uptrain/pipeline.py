@@ -322,8 +322,10 @@ def run_experiment(
 
     train_data = _train_data(runner, cfg)
     model = build_model(runner, plan, train_data) if plan.ranking.needs_model else None
-    ctx = EvalContext(runner, cfg, model, run_dir, plan.ranking, llm_test_runs)
+    ctx = EvalContext(runner, cfg, model, run_dir, plan.ranking, llm_test_runs, train_data=train_data)
     evaluated = run_paths(ctx, plan.paths)
+    for seg in plan.segmentations.values():
+        seg.prepare(ctx)
     results = evaluated.results
     measures = list(cfg.eval.measures) + [m for m in evaluated.measures if m not in cfg.eval.measures]
 
@@ -340,7 +342,9 @@ def run_experiment(
         **({"Training labels": f"`{label_source}` (human labels: {human_ratio:g}%)"} if label_source else {}),
         **stage_sections(runner),
         **evaluated.sections,
+        **{t: b for seg in plan.segmentations.values() for t, b in seg.report().items()},
     }
+    seg_info = {n: s.summary() for n, s in plan.segmentations.items() if s.summary() is not None}
     flat = {}
     for g, res in results.items():
         for c, r in res.items():
@@ -377,6 +381,7 @@ def run_experiment(
                     "notes": plan.ranking.notes},
         "sections": sections,
         **evaluated.metrics,
+        **({"segmentations": seg_info} if seg_info else {}),
         "precision": _precision(cfg, plan),
         "stages": runner.summary(),
         "collections": collection_stats(runner),

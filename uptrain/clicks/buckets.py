@@ -27,6 +27,7 @@ def frequency_buckets(
     groups: Mapping[str, Sequence[int]] | None = None,
     edges: Sequence[float] | None = None,
     labels: Sequence[str] | None = None,
+    quantiles: Sequence[float] | None = None,
 ) -> dict[str, str]:
     """Query key -> bucket name.
 
@@ -35,9 +36,26 @@ def frequency_buckets(
     ``edges``: absolute thresholds on sessions per query, descending order of the names in
     ``labels`` (one more label than edges): with edges [100, 10] and labels [high, medium,
     low], a query with f >= 100 is high, 10 <= f < 100 medium, else low.
+    ``quantile``: the same with edges at the given quantiles of sessions per query (descending,
+    each in (0, 1); numpy's linear interpolation): [0.9, 0.5] makes the top decile of
+    frequencies high, the rest above the median medium, the others low.
     """
     if not frequencies:
         return {}
+    if scheme == "quantile":
+        if not quantiles:
+            raise ConfigError("frequency buckets with scheme=quantile need quantiles (descending, each in (0, 1))")
+        qs = [float(x) for x in quantiles]
+        if qs != sorted(qs, reverse=True) or not all(0 < x < 1 for x in qs) or len(set(qs)) != len(qs):
+            raise ConfigError(f"frequency bucket quantiles must be distinct, descending and in (0, 1), got {list(quantiles)}")
+        values = np.array([int(v) for v in frequencies.values()], dtype=np.float64)
+        cut = [float(np.quantile(values, x)) for x in qs]
+        names = list(labels) if labels is not None else (["high", "medium", "low"] if len(qs) == 2 else
+                                                         [f"q>={qs[0]:g}"] + [f"q{b:g}-{a:g}" for a, b in zip(qs, qs[1:])]
+                                                         + [f"q<{qs[-1]:g}"])
+        if len(names) != len(qs) + 1:
+            raise ConfigError(f"{len(qs)} frequency quantiles need {len(qs) + 1} labels, got {names}")
+        return {q: names[sum(1 for e in cut if int(f) < e)] for q, f in frequencies.items()}
     if scheme == "rank":
         groups = dict(groups or DEFAULT_GROUPS)
         covered = sorted(i for g in groups.values() for i in g)
@@ -61,7 +79,7 @@ def frequency_buckets(
         if len(labels) != len(edges) + 1:
             raise ConfigError(f"{len(edges)} frequency edges need {len(edges) + 1} labels, got {labels}")
         return {q: labels[sum(1 for e in edges if f < e)] for q, f in frequencies.items()}
-    raise ConfigError(f"frequency bucket scheme must be 'rank' or 'edges', got {scheme!r}")
+    raise ConfigError(f"frequency bucket scheme must be 'rank', 'edges' or 'quantile', got {scheme!r}")
 
 
 def bucket_order(assignment: Mapping[str, str]) -> list[str]:

@@ -250,9 +250,11 @@ class ClickSimulator:
         continuation: float = 0.7,
         seed: int = 0,
         examination_format: str | None = None,
+        sessions_per_query: float | None = None,
     ):
         self.model = str(model).lower()
         self.sessions = sessions
+        self.sessions_per_query = sessions_per_query
         self.zipf_exponent = zipf_exponent
         self.serp_size = serp_size
         if ranker is None:
@@ -278,6 +280,13 @@ class ClickSimulator:
         """Check every value (no data read, nothing slow); a ConfigError names the key."""
         if self.model not in MODELS:
             raise ConfigError(f"{KEY}.model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        if self.sessions_per_query is not None:
+            try:
+                spq = float(self.sessions_per_query)
+            except (TypeError, ValueError):
+                spq = float("nan")
+            if not (spq > 0 and math.isfinite(spq)):
+                raise ConfigError(f"{KEY}.sessions_per_query must be a number > 0 or null, got {self.sessions_per_query!r}")
         for name, lo in (("sessions", 1), ("serp_size", 1)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
@@ -385,7 +394,8 @@ class ClickSimulator:
         log file's sha256 (not its path), a list by its numbers."""
         spec: dict = {
             "model": self.model,
-            "sessions": int(self.sessions),
+            "sessions": int(self.sessions) if self.sessions_per_query is None else None,
+            **({"sessions_per_query": float(self.sessions_per_query)} if self.sessions_per_query is not None else {}),
             "zipf_exponent": float(self.zipf_exponent),
             "serp_size": int(self.serp_size),
             "ranker": self.ranker.spec(),
@@ -512,7 +522,9 @@ class ClickSimulator:
         pair_sat[qi, ri] = sat_pairs
 
         # frequencies: Zipf over a seeded permutation of the queries, one multinomial draw
-        n = int(self.sessions)
+        # sessions_per_query scales the log with the collection (a smoke profile's 64 queries keep
+        # the head/tail shape of the full collection's log instead of giving every query hundreds)
+        n = int(self.sessions) if self.sessions_per_query is None else max(1, round(float(self.sessions_per_query) * Q))
         freq_rank = np.random.default_rng([seed, _PERMUTATION]).permutation(Q) + 1
         weight = freq_rank.astype(np.float64) ** -float(self.zipf_exponent)
         share = weight / weight.sum()

@@ -5,6 +5,7 @@ from uptrain.data.collection import Collection
 from uptrain.data.irds import IrdsSource, irds_home, seed_ir_datasets_home
 from uptrain.data.local import BeirFolderSource, TrecSource
 from uptrain.data.sources import PROBLEMS, DatasetUnavailableError, Source, subsample
+from uptrain.data.split import QuerySubset, in_holdout
 
 __all__ = [
     "Collection",
@@ -12,6 +13,8 @@ __all__ = [
     "IrdsSource",
     "BeirFolderSource",
     "TrecSource",
+    "QuerySubset",
+    "in_holdout",
     "DatasetUnavailableError",
     "seed_ir_datasets_home",
     "irds_home",

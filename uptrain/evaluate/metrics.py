@@ -107,11 +107,18 @@ def evaluate_run(
     for name, m in parsed.items():
         by_measure.setdefault(m, []).append(name)
     if eval_run:
-        for metric in ir_measures.iter_calc(list(by_measure), eval_qrels, eval_run):
-            if metric.query_id not in qset:
+        # query ids go to the providers as 1..n: gdeval (ERR@k, ir_measures' only ERR provider) reads
+        # numeric topic ids only, and fails on any other; every result is mapped back
+        alias = {q: str(i + 1) for i, q in enumerate(queries)}
+        back = {a: q for q, a in alias.items()}
+        aliased_qrels = {alias[q]: rels for q, rels in eval_qrels.items()}
+        aliased_run = {alias[q]: scores for q, scores in eval_run.items()}
+        for metric in ir_measures.iter_calc(list(by_measure), aliased_qrels, aliased_run):
+            q = back.get(metric.query_id)
+            if q is None:
                 continue
             for name in by_measure[metric.measure]:
-                per_query[name][metric.query_id] = float(metric.value)
+                per_query[name][q] = float(metric.value)
 
     aggregate = {name: sum(per_query[name].values()) / len(queries) for name in names}
     return EvalResult(measures=names, aggregate=aggregate, per_query=per_query, num_queries=len(queries))

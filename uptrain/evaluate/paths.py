@@ -131,6 +131,8 @@ class EvalContext:
     run_dir: Path
     plan: RankingPlan
     llm_test_runs: Mapping[str, Artifact] | None = None
+    train_data: Artifact | None = None  # data.train, when the experiment trains (else built on demand)
+    _build: Any = None
     _data: dict[str, Artifact] = field(default_factory=dict)
     _first: dict[str, Artifact] = field(default_factory=dict)
     _final: dict[str, Artifact] = field(default_factory=dict)
@@ -143,6 +145,20 @@ class EvalContext:
                 raise ConfigError(f"'{name}' is not in eval.collections (known: {sorted(self.cfg.eval.collections)})")
             self._data[name] = self.runner.run(DataStage(instantiate(self.cfg.eval.collections[name])), label=f"data_{name}")
         return self._data[name]
+
+    def require(self, name: str, params: Mapping[str, Any] | None = None) -> Artifact:
+        """Any artifact a registered producer builds (the click log, its fitted models, graded
+        labels, ...), through the same producers and cache as the training phases."""
+        from uptrain.labels.producers import BuildContext
+
+        if self._build is None:
+            train = self.train_data
+            if train is None:
+                from uptrain.data.stage import DataStage
+
+                train = self.runner.run(DataStage(instantiate(self.cfg.data.train)), label="data_train")
+            self._build = BuildContext(self.runner, self.cfg, train)
+        return self._build.require(name, params)
 
     def first_stage(self, name: str) -> Artifact:
         """The first stage's top-``eval.depth`` of collection ``name``."""

@@ -51,6 +51,19 @@ class Segmentation(ABC):
         """The segments' display order, when the segmentation knows it."""
         return None
 
+    def prepare(self, ctx) -> None:
+        """Build what the assignment needs from the run (``ctx``: the
+        :class:`~uptrain.evaluate.paths.EvalContext`; ``ctx.require(name)`` gives any artifact a
+        producer builds, e.g. the click log), after the evaluation paths ran. Default: nothing."""
+
+    def report(self) -> dict[str, str]:
+        """Report sections (title -> Markdown) describing the segmentation, after :meth:`prepare`."""
+        return {}
+
+    def summary(self) -> dict | None:
+        """A JSON summary for ``metrics.json`` (``segmentations.<name>``), after :meth:`prepare`."""
+        return None
+
 
 class QueryLength(Segmentation):
     """Segments by words per query: ``edges`` [a, b] give ``words<=a``, ``words(a+1)-b``, ``words>b``

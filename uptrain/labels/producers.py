@@ -110,7 +110,8 @@ def pool(ctx: BuildContext, params: dict) -> Artifact:
 
     cfg = ctx.cfg
     return ctx.runner.run(PoolStage(instantiate(cfg.pool.retriever), cfg.pool.depth, cfg.pool.seed,
-                                    require_positive=cfg.pool.get("require_positive", True)),
+                                    require_positive=cfg.pool.get("require_positive", True),
+                                    inject_positives=cfg.pool.get("inject_positives", True)),
                           {"data": ctx.train_data})
 
 

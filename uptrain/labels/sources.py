@@ -145,7 +145,40 @@ def _weight(name: str, weight: Any) -> float:
 
 @register("human")
 class HumanSource(LabelSource):
+    """The qrels' positives. ``holdout: {fraction, seed}`` leaves out the queries that
+    :class:`uptrain.data.split.QuerySubset` holds out with the same settings (the study's test
+    queries), counted as ``human_queries_held_out``."""
+
+    def __init__(self, weight: float = 1.0, holdout: Mapping[str, Any] | None = None):
+        super().__init__(weight)
+        self.holdout = None
+        if holdout is not None:
+            from uptrain.data.split import check_holdout
+
+            if not isinstance(holdout, Mapping) or set(holdout) - {"fraction", "seed"}:
+                raise LabelConfigError(f"label source 'human': holdout must be {{fraction, seed}}, got {holdout!r}")
+            f, s = check_holdout(holdout.get("fraction"), holdout.get("seed", 0), "label source 'human' holdout")
+            self.holdout = {"fraction": f, "seed": s}
+        self._held = 0
+
+    def params(self) -> dict[str, Any]:
+        return {"holdout": self.holdout} if self.holdout else {}
+
+    def describe(self) -> str:
+        text = "human" + (f" (test queries held out: fraction {self.holdout['fraction']:g}, seed {self.holdout['seed']})"
+                          if self.holdout else "")
+        return text + (f" (weight {self.weight:g})" if self.weight != 1.0 else "")
+
+    def counts(self) -> dict[str, int]:
+        return {"human_queries_held_out": self._held} if self.holdout else {}
+
     def positives(self, entry, values: Mapping[str, Any]) -> list[str] | None:
+        if self.holdout:
+            from uptrain.data.split import in_holdout
+
+            if in_holdout(entry.query_id, self.holdout["fraction"], self.holdout["seed"]):
+                self._held += 1
+                return None
         return list(entry.positives)
 
 

@@ -54,11 +54,17 @@ def build_pool(
     query_ids: list[str] | None = None,
     show_progress: bool = True,
     require_positive: bool = True,
+    inject_positives: bool = True,
 ) -> tuple[list[PoolEntry], dict]:
     """Pool entries for ``query_ids`` (default: all queries) and counts.
 
     With ``require_positive`` false a query without a human positive still gets an entry
-    (its retrieved documents only): click and LLM labels can then label it.
+    (its retrieved documents only): click and LLM labels can then label it. With
+    ``inject_positives`` false the candidates are the retrieved top ``depth`` only (a human
+    positive is a candidate only where the retriever found it): labels that must not see the
+    human judgments (click and LLM labels evaluated against them) then cannot learn from a
+    positive injected into the candidates, not even as a negative. ``positives`` still holds the
+    judgments (for quality reports); ``stats["positives_not_retrieved"]`` counts those left out.
 
     stats: queries (entries built), skipped_no_positive (queries without a qrel > 0, left out
     when ``require_positive``), without_positive (entries that have none),
@@ -91,11 +97,18 @@ def build_pool(
 
     entries: list[PoolEntry] = []
     empty = 0
+    not_retrieved = 0
     for qid, pos in positives.items():
         ranked = run.get(qid, {})
         pos_set = set(pos)
-        negatives = [d for d in ranked if d not in pos_set][:depth]
-        candidates = pos + negatives
+        if inject_positives:
+            negatives = [d for d in ranked if d not in pos_set][:depth]
+            candidates = pos + negatives
+        else:
+            top = list(ranked)[:depth]
+            negatives = [d for d in top if d not in pos_set]
+            candidates = list(top)
+            not_retrieved += sum(1 for d in pos if d not in set(top))
         query_rng(seed, qid).shuffle(candidates)
         scores = {d: float(ranked[d]) for d in candidates if d in ranked}
         if not queries[qid].strip():
@@ -110,6 +123,7 @@ def build_pool(
         "mean_positives": sum(len(e.positives) for e in entries) / n if n else 0.0,
         "mean_negatives": sum(len(e.negatives) for e in entries) / n if n else 0.0,
         "empty_query": empty,
+        **({"inject_positives": False, "positives_not_retrieved": not_retrieved} if not inject_positives else {}),
     }
     return entries, stats
 
