@@ -9,7 +9,8 @@ its (query, document) pairs:
 
 ``auc``            ROC AUC of the scores against the binary human labels (qrel > 0; an unjudged
                    document is not relevant), per query with both classes in its ranking
-                   (scikit-learn's ``roc_auc_score``), then averaged over those queries;
+                   (scikit-learn's ``roc_auc_score``), then averaged over those queries
+                   (``auc_per_query`` keeps each, for paired tests across runs);
                    ``auc_pooled`` is the AUC over all pairs at once.
 ``quality``        with a simulated click log whose clicks carry a latent document quality
                    (``clicks.simulator.quality_strength`` > 0: q_d ~ N(0, 1), seeded per doc id,
@@ -19,7 +20,8 @@ its (query, document) pairs:
                    ``beta_quality`` and the partial correlations ``partial_r_relevance`` (scores
                    and grade, q_d partialled out) and ``partial_r_quality`` (the converse), each
                    from the residuals of the other variable (written here: numpy's lstsq; no
-                   installed library computes a partial correlation with fixed effects).
+                   installed library computes a partial correlation with fixed effects), each with
+                   a standard error from 200 bootstrap resamples of the queries (``*_se``).
 
 ``metrics.json`` gets ``click_study.<collection>`` with these numbers; a read log (no latent
 quality) gives the AUCs only, and says so.
@@ -28,6 +30,7 @@ quality) gives the AUCs only, and says so.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Mapping
 
 import numpy as np
@@ -58,12 +61,13 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def score_analysis(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, Mapping[str, int]],
-                   quality: Mapping[str, float] | None = None) -> dict:
-    """The measures of the module docstring for one run (query -> doc -> score)."""
+                   quality: Mapping[str, float] | None = None, bootstrap: int = 200, bootstrap_seed: int = 0) -> dict:
+    """The measures of the module docstring for one run (query -> doc -> score); each quality
+    coefficient's standard error ``*_se`` from ``bootstrap`` resamples of the queries."""
     from sklearn.metrics import roc_auc_score
 
     qs, scores, grades, docs = [], [], [], []
-    aucs = []
+    aucs: dict[str, float] = {}
     skipped = 0
     for q, ranked in run.items():
         if not ranked:
@@ -73,7 +77,7 @@ def score_analysis(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, M
         g = np.array([int((qrels.get(q) or {}).get(d, 0)) for d in d_ids])
         rel = (g > 0).astype(int)
         if 0 < rel.sum() < len(rel):
-            aucs.append(float(roc_auc_score(rel, s)))
+            aucs[q] = float(roc_auc_score(rel, s))
         else:
             skipped += 1
         qs += [q] * len(d_ids)
@@ -86,8 +90,9 @@ def score_analysis(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, M
     out: dict = {
         "pairs": int(len(s_all)),
         "queries": len(run),
-        "auc": float(np.mean(aucs)) if aucs else float("nan"),
+        "auc": float(np.mean(list(aucs.values()))) if aucs else float("nan"),
         "auc_queries": len(aucs),
+        "auc_per_query": aucs,
         "auc_queries_skipped_one_class": skipped,
     }
     rel_all = (g_all > 0).astype(int)
@@ -100,10 +105,29 @@ def score_analysis(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, M
     y = _centred(s_all, codes)
     r = _centred(g_all.astype(np.float64), codes)
     qd = _centred(np.array([float(quality[d]) for d in docs]), codes)
+    out["quality"] = _regression(y, r, qd)
+    # standard errors by a bootstrap over queries (the pairs of one query move together)
+    rng = np.random.default_rng(bootstrap_seed)
+    members = [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
+    draws = {k: [] for k in ("beta_relevance", "beta_quality", "partial_r_relevance", "partial_r_quality")}
+    for _ in range(int(bootstrap)):
+        idx = np.concatenate([members[i] for i in rng.integers(0, len(members), len(members))])
+        got = _regression(y[idx], r[idx], qd[idx])
+        for k in draws:
+            if math.isfinite(got[k]):
+                draws[k].append(got[k])
+    for k, v in draws.items():
+        out["quality"][f"{k}_se"] = float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")
+    out["quality"]["bootstrap"] = int(bootstrap)
+    return out
+
+
+def _regression(y: np.ndarray, r: np.ndarray, qd: np.ndarray) -> dict:
+    """Standardised least-squares coefficients of y on (r, qd) and the partial correlations."""
     z = [v / v.std() if v.std() > 0 else v for v in (y, r, qd)]
     x = np.stack([z[1], z[2]], axis=1)
     coef, *_ = np.linalg.lstsq(x, z[0], rcond=None)
-    out["quality"] = {
+    return {
         "beta_relevance": float(coef[0]),
         "beta_quality": float(coef[1]),
         "partial_r_relevance": _corr(_residual(z[0], z[2]), _residual(z[1], z[2])),
@@ -111,7 +135,6 @@ def score_analysis(run: Mapping[str, Mapping[str, float]], qrels: Mapping[str, M
         "r_relevance": _corr(z[0], z[1]),
         "r_quality": _corr(z[0], z[2]),
     }
-    return out
 
 
 def latent_quality(ctx: EvalContext, doc_ids) -> tuple[dict[str, float] | None, str]:
