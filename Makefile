@@ -10,12 +10,21 @@ export UPTRAIN_DATA
 endif
 SOURCES := $(shell find uptrain conf -name '*.py' -o -name '*.yaml' 2>/dev/null) pyproject.toml setup.py
 
-.PHONY: install demo test test-fast bench smoke reproduce-utility clean help
+.PHONY: install demo test test-fast bench smoke reproduce-utility reproduce-clicks clean help
 
 # The experiment matrix of Zhang et al. (arXiv 2504.05220), Tables 2 and 4 (experiments/utility_annotation/).
 UTILITY_EXPS := zeroshot,bm25,human,replug,relsel,utilsel,utilrank,utilsel_infonce,utilsel_conj_infonce,utilsel_disj_infonce,utilsel_pos_one,utilsel_pos_avg,utilsel_pos_all,interleave,utilsel_cl20,utilsel_cl100,utilrank_cl20,utilrank_cl100,replug_cl20,replug_cl100
 UTILITY_DIR := experiments/utility_annotation
 REPRO_ARGS ?=
+
+# The clicks-vs-LLM-labels study of Yu et al. (arXiv 2511.06635, experiments/clicks_vs_llm/). LLM labels
+# come from CLICKS_ANNOTATOR: simulated (drawn from the human labels at a stated quality; the matrix then
+# also holds the low- and high-quality runs) or transformers (SmolLM2-135M-Instruct on this CPU).
+CLICKS_ANNOTATOR ?= simulated
+comma := ,
+CLICKS_EXPS := cvl_bm25,cvl_human,cvl_click_ctr,cvl_click_dbn,cvl_click_ips,cvl_llm,cvl_both,schedule_llm_click,schedule_click_llm,schedule_bucketwise,famol,famol_step,famol_constant$(if $(filter simulated,$(CLICKS_ANNOTATOR)),$(comma)cvl_llm_low$(comma)cvl_llm_high,)
+CLICKS_TAG ?= $(PROFILE)$(if $(filter simulated,$(CLICKS_ANNOTATOR)),,-$(CLICKS_ANNOTATOR))
+CLICKS_DIR := experiments/clicks_vs_llm
 
 help:
 	@echo "make demo     install, then run 'uptrain +exp=human' (profile=$(PROFILE)) and print the results"
@@ -25,6 +34,8 @@ help:
 	@echo "make smoke    the human experiment shrunk to a few minutes"
 	@echo "make reproduce-utility [PROFILE=demo|smoke|paper] [REPRO_ARGS=overrides]"
 	@echo "              the utility-annotation matrix, its sweep report and the comparison with the paper"
+	@echo "make reproduce-clicks [PROFILE=demo|smoke|paper] [CLICKS_ANNOTATOR=simulated|transformers] [REPRO_ARGS=]"
+	@echo "              the clicks-vs-LLM-labels matrix, its per-bucket report and the three findings' verdicts"
 
 # torch first, pinned to the CPU wheel, so no resolver ever pulls a CUDA build.
 $(BIN)/.deps: pyproject.toml
@@ -68,6 +79,12 @@ reproduce-utility: install
 	$(BIN)/uptrain-report multirun/reproduce-utility/$(PROFILE) --findings \
 		--reference $(UTILITY_DIR)/reference_table4.csv $(UTILITY_DIR)/reference_table2.csv $(UTILITY_DIR)/reference_table6.csv --out $(UTILITY_DIR)/results/$(PROFILE)
 	@echo "report: $(UTILITY_DIR)/results/$(PROFILE)/sweep.md"
+
+reproduce-clicks: install
+	$(BIN)/uptrain --multirun "+exp=$(CLICKS_EXPS)" profile=$(PROFILE) annotator=$(CLICKS_ANNOTATOR) \
+		hydra.sweep.dir=multirun/reproduce-clicks/$(CLICKS_TAG) $(REPRO_ARGS)
+	$(BIN)/python -m uptrain.report.clicks_study multirun/reproduce-clicks/$(CLICKS_TAG) --out $(CLICKS_DIR)/results/$(CLICKS_TAG)
+	@echo "report: $(CLICKS_DIR)/results/$(CLICKS_TAG)/sweep.md"
 
 clean:
 	rm -rf build *.egg-info outputs multirun
