@@ -328,7 +328,15 @@ def bucket_queries(ordered: list[StudyRun], buckets: list[str]) -> dict[str, Any
             mine = sum(1 for v in run.query_map.values() if v[0] == b)
             if written is not None and int(written) != mine:
                 mismatched.append({"run": run.name, "bucket": b, "segment_queries": int(written), "mapped": mine})
-    return {"evaluated": counts, "log": ranges, "count_mismatches": mismatched}
+    # queries with per-query values but no bucket: in the "all" column and its tests only
+    unmapped = {}
+    for run in ordered:
+        for m in run.measures:
+            values = run.per_query(m, required=False) or {}
+            n = sum(1 for q in values if q not in run.query_map)
+            if n:
+                unmapped[run.name] = max(n, unmapped.get(run.name, 0))
+    return {"evaluated": counts, "log": ranges, "count_mismatches": mismatched, "queries_without_bucket": unmapped}
 
 
 # ---- (b) LLM label quality -------------------------------------------------------------------
@@ -707,6 +715,9 @@ def render(data: dict[str, Any]) -> str:
         parts.append("Bucket counts that differ from the run's own `queries`: " + "; ".join(
             f"{x['run']} {x['bucket']}: {x['segment_queries']} written, {x['mapped']} mapped"
             for x in q["count_mismatches"]))
+    if q["queries_without_bucket"]:
+        parts.append("Queries with values but no bucket (in `all` only): " + ", ".join(
+            f"`{n}` {k}" for n, k in q["queries_without_bucket"].items()) + ".")
     if data["load"]["query_buckets_borrowed"]:
         parts.append("Runs without their own query buckets (those of another run used): "
                      + ", ".join(f"`{n}`" for n in data["load"]["query_buckets_borrowed"]) + ".")
@@ -834,6 +845,11 @@ def clicks_study_report(sweep_dir: Path | str, out: Path | str | None = None, al
         note(f"the BM25 run '{BASELINE}' is not in the sweep: no +/- markers")
     table = bucket_table(ordered, measures, buckets, baseline, alpha)
     counts = bucket_queries(ordered, buckets)
+    for name, n in counts["queries_without_bucket"].items():
+        note(f"run '{name}': {n} queries with per-query values are in no frequency bucket (counted in 'all' only)")
+    for x in counts["count_mismatches"]:
+        note(f"run '{x['run']}' bucket {x['bucket']}: {x['segment_queries']} queries written, {x['mapped']} in its "
+             "query -> bucket map")
     quality = label_quality(ordered)
     for r in quality:
         if not r["found"]:
