@@ -361,11 +361,6 @@ class GradeStage(AnnotatorStage[dict]):
         except TypeError as exc:
             raise ConfigError(f"{SIM_KEY}: {exc} (settings: recall, precision, confusion, seed)") from None
 
-    def validate(self) -> None:
-        super().validate()
-        if self.simulator is None:
-            self.annotator_spec()
-
     def spec(self) -> dict:
         who = {"simulated": self.simulator.spec()} if self.simulator else {**self.annotator_spec(), "prompt": PROMPT}
         return {**who, "depth": self.depth, "max_queries": self.max_queries, "max_grade": self.max_grade}
