@@ -83,7 +83,7 @@ reproduce-utility: install
 reproduce-clicks: install
 	$(BIN)/uptrain --multirun "+exp=$(CLICKS_EXPS)" profile=$(PROFILE) annotator=$(CLICKS_ANNOTATOR) \
 		hydra.sweep.dir=multirun/reproduce-clicks/$(CLICKS_TAG) $(REPRO_ARGS)
-	$(BIN)/python -m uptrain.report.clicks_study multirun/reproduce-clicks/$(CLICKS_TAG) --out $(CLICKS_DIR)/results/$(CLICKS_TAG)
+	$(BIN)/uptrain-clicks-study multirun/reproduce-clicks/$(CLICKS_TAG) --out $(CLICKS_DIR)/results/$(CLICKS_TAG)
 	@echo "report: $(CLICKS_DIR)/results/$(CLICKS_TAG)/sweep.md"
 
 clean:
