@@ -65,7 +65,9 @@ def write_run(job: Path, name: str, label: str, values: dict[str, float], *, seg
                                         "auc_pooled": 0.5, "auc_per_query": auc or {}, "quality": quality}},
     }
     (job / "metrics.json").write_text(json.dumps(metrics))
-    config = {"name": name, "labels": {"source": "famol", "weighting": weighting} if weighting else {"source": "x"}}
+    # as the pipeline writes it: resolved, the famol phase's entry holding the weighting itself
+    config = {"name": name, "labels": {"source": "famol", "weighting": weighting["kind"]} if weighting else {"source": "x"},
+              "phases": [{"name": "famol", "labels": [{"source": "famol", "weighting": weighting}]}] if weighting else []}
     (job / "config.yaml").write_text(yaml.safe_dump(config))
     if grade is not None:
         (job / "artifacts" / "grade").mkdir(parents=True)

@@ -33,7 +33,7 @@ Written to ``--out``:
 ``buckets.png``, ``famol_weight.png``, ``quality_vs_relevance.png``
     the measure per bucket per run; each FAMOL run's click weight w(f) against sessions per query
     (evaluated by :func:`uptrain.labels.frequency.make_weighting` from the run's
-    ``config.yaml`` ``labels.weighting``) with the evaluated queries as a rug and the buckets'
+    ``config.yaml``: its famol phase's resolved ``weighting``) with the evaluated queries as a rug and the buckets'
     frequency ranges; partial r of the scores with the latent document quality against partial r
     with the human grade (:mod:`uptrain.clicks.study`), with bootstrap standard errors.
 
@@ -580,21 +580,24 @@ def buckets_plot(rows: list[dict[str, Any]], measure: str, buckets: list[str], p
 
 
 def famol_curves(runs: list[StudyRun]) -> tuple[list[dict[str, Any]], list[str]]:
-    """Each FAMOL run's weighting (from config.yaml labels.weighting) and w at the evaluated queries."""
+    """Each FAMOL run's weighting (its famol phase's resolved ``weighting`` in config.yaml) and w at the
+    evaluated queries."""
     from uptrain.errors import ConfigError
     from uptrain.labels.frequency import make_weighting
 
     out, notes = [], []
     for run in runs:
         cfg = run.config()
-        labels = (cfg or {}).get("labels") or {}
-        if not isinstance(labels, dict) or labels.get("source") != "famol":
+        entries = [e for ph in ((cfg or {}).get("phases") or []) if isinstance(ph, dict)
+                   for e in (ph.get("labels") if isinstance(ph.get("labels"), list) else [])
+                   if isinstance(e, dict) and e.get("source") == "famol"]
+        if not entries:
             continue
-        spec = labels.get("weighting")
+        spec = entries[0].get("weighting")
         try:
             w = make_weighting(spec)
         except (ConfigError, ValueError) as e:
-            raise SweepError(f"{run.path}: config.yaml labels.weighting {spec!r}: {e}") from None
+            raise SweepError(f"{run.path}: config.yaml, the famol phase's weighting {spec!r}: {e}") from None
         points = [(f, b, w(f, b)) for f, b in ((s, b) for b, s in run.query_map.values())]
         out.append({"name": run.name, "label": run.label, "weighting": w.spec(), "object": w, "points": points})
     for run in runs:
