@@ -159,6 +159,7 @@ class ScriptedBackend(Backend):
         if cls.fail_on_call is not None and cls.calls >= cls.fail_on_call:
             raise KeyboardInterrupt("killed")
         cls.seen.extend(prompts)
+        cls.params = params
         out = []
         for p in prompts:
             k = int(re.search(r"SCRIPT([0-9])", p[-1]["content"]).group(1))
@@ -175,6 +176,18 @@ def _reset_backend():
     ScriptedBackend.calls = 0
     ScriptedBackend.fail_on_call = None
     ScriptedBackend.seen = []
+
+
+def test_grades_decode_their_own_token_budget_not_the_listwise_steps(tmp_path):
+    """annotate.grade.max_new_tokens (8) replaces annotator.generation's 64 for grading, and keys the cache."""
+    coll, order = small_collection()
+    inputs = {"data": types.SimpleNamespace(value=coll), "clicks": types.SimpleNamespace(value=simulated_clicks(coll, order))}
+    cfg = scripted(generation={"max_new_tokens": 64})
+    build(GradeStage(cfg, depth=1, max_queries=1), tmp_path / "a", tmp_path / "wa", inputs)
+    assert ScriptedBackend.params.max_new_tokens == 8
+    build(GradeStage(cfg, depth=1, max_queries=1, max_new_tokens=None), tmp_path / "b", tmp_path / "wb", inputs)
+    assert ScriptedBackend.params.max_new_tokens == 64
+    assert GradeStage(cfg).spec() != GradeStage(cfg, max_new_tokens=None).spec()
 
 
 def scripted(**extra):

@@ -340,8 +340,11 @@ class GradeStage(AnnotatorStage[dict]):
     accepts_simulated = True
 
     def __init__(self, annotator: DictConfig | Mapping, depth: int = 10, max_queries: int | None = None,
-                 batch_queries: int = 4, max_grade: int = 3):
+                 batch_queries: int = 4, max_grade: int = 3, max_new_tokens: int | None = 8):
         super().__init__(annotator, batch_queries)
+        # a grade is one digit: decoding stops after max_new_tokens (null: annotator.generation's own),
+        # so grading does not pay for the 64 tokens the listwise steps need
+        self.max_new_tokens = _int_setting(max_new_tokens, "annotate.grade.max_new_tokens", 1, nullable=True)
         self.depth = _int_setting(depth, "annotate.grade.depth", 1)
         self.max_queries = _int_setting(max_queries, "annotate.grade.max_queries", 1, nullable=True)
         self.max_grade = _int_setting(max_grade, "the grade stage's max_grade", 1)
@@ -362,7 +365,9 @@ class GradeStage(AnnotatorStage[dict]):
             raise ConfigError(f"{SIM_KEY}: {exc} (settings: recall, precision, confusion, seed)") from None
 
     def spec(self) -> dict:
-        who = {"simulated": self.simulator.spec()} if self.simulator else {**self.annotator_spec(), "prompt": PROMPT}
+        who = ({"simulated": self.simulator.spec()} if self.simulator else
+               {**self.annotator_spec(), "prompt": PROMPT,
+                **({"max_new_tokens": self.max_new_tokens} if self.max_new_tokens is not None else {})})
         return {**who, "depth": self.depth, "max_queries": self.max_queries, "max_grade": self.max_grade}
 
     # --- selection -------------------------------------------------------------------------
@@ -427,6 +432,10 @@ class GradeStage(AnnotatorStage[dict]):
     def _llm_records(self, batch: list[str], docs_of: Mapping[str, list[str]], collection) -> list[dict]:
         backend = self.backend()
         params = self.generation()
+        if self.max_new_tokens is not None:
+            from dataclasses import replace
+
+            params = replace(params, max_new_tokens=self.max_new_tokens)
         fitter = PromptFitter(self.renderer, backend, self.annotator.get("max_passage_words"))
         jobs, prompts = [], []
         records = {q: {"query_id": q, "docs": list(docs_of[q]), "grades": {}, "outputs": {}, "unparseable": 0,
