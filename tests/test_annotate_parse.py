@@ -208,7 +208,7 @@ def renderer():
 
 
 def test_default_templates_present(renderer):
-    assert set(renderer.stages) == {"relsel", "answer", "utilsel", "utilrank"}
+    assert set(renderer.stages) == {"relsel", "answer", "utilsel", "utilrank", "grade"}
     assert renderer.directory.name == "v1"
 
 

@@ -55,7 +55,7 @@ def test_parse_grade_range_follows_max_grade_and_counts():
     stats = GradeParseStats()
     for t in ("2", "nonsense", "Final score: 9"):
         stats.record(parse_grade(t))
-    assert stats.to_dict() == {"total": 3, "unparseable": 2} and stats.unparseable_rate == pytest.approx(2 / 3)
+    assert stats.to_dict() == {"total": 3, "unparseable": 2, "empty": 2} and stats.unparseable_rate == pytest.approx(2 / 3)
 
 
 # ---- quality arithmetic by hand ------------------------------------------------------------

@@ -205,27 +205,13 @@ def parse_grade(text: object, max_grade: int = 3) -> int | None:
     return _grade_value(plain[-1].group(0), limit)
 
 
-@dataclass
-class GradeParseStats:
-    """Counts of parsed pointwise answers: ``total`` answers, ``unparseable`` of them (no grade
-    in ``0..max_grade`` could be read: the document gets no grade)."""
+class GradeParseStats(ParseStats):
+    """Counts of parsed pointwise answers: ``total`` answers, ``unparseable`` of them (no grade in
+    ``0..max_grade`` could be read: the document gets no grade); ``empty`` counts the same answers
+    (a pointwise answer without a grade is both)."""
 
-    total: int = 0
-    unparseable: int = 0
-
-    def record(self, grade: int | None) -> None:
+    def record(self, grade: int | None) -> None:  # type: ignore[override]
         self.total += 1
         if grade is None:
             self.unparseable += 1
-
-    def merge(self, other: "GradeParseStats") -> "GradeParseStats":
-        self.total += other.total
-        self.unparseable += other.unparseable
-        return self
-
-    @property
-    def unparseable_rate(self) -> float:
-        return self.unparseable / self.total if self.total else 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+            self.empty += 1
