@@ -499,3 +499,17 @@ def test_bench_runs_and_reports_its_rate():
     """Catches: the benchmark entry point broken."""
     out = simulate_bench(sessions=20_000)
     assert out["sessions"] == 20_000 and out["sessions_per_second"] > 0 and out["clicks"] > 0
+
+
+def test_sessions_per_query_scales_the_log_with_the_collection():
+    """Catches: sessions_per_query ignored (the fixed `sessions` used) or not in the cache key."""
+    for n in (20, 50):
+        collection, ranker = graded_collection(n, [1, 0])
+        sim = ClickSimulator(sessions=7, sessions_per_query=2.5, serp_size=2, ranker=ranker, examination=[0.9, 0.5],
+                             seed=0)
+        lg, truth = sim.simulate(collection, progress=False)
+        assert len(lg) == truth["stats"]["sessions"] == round(2.5 * n)
+    fixed = ClickSimulator(sessions=7, serp_size=2, ranker=ranker, examination=[0.9, 0.5], seed=0)
+    assert sim.spec() != fixed.spec() and fixed.spec()["sessions"] == 7
+    with pytest.raises(ConfigError, match="sessions_per_query"):
+        ClickSimulator(sessions_per_query=-1, ranker=ranker, examination=[0.9, 0.5]).validate()
