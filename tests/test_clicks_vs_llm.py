@@ -313,3 +313,30 @@ def test_famol_experiment_reports_every_measure_per_bucket(cli_env, tmp_path):
     assert "auc" in m["click_study"]["clicks_test"] and m["click_study"]["clicks_test"]["quality"] is not None
     report = (tmp_path / "run" / "report.md").read_text()
     assert "Query-frequency buckets" in report and "SIMULATED" in report.upper()
+
+
+def test_latent_quality_is_the_simulators_own_draw_or_absent_with_the_reason():
+    """Catches: a quality draw that differs from the simulator's (finding 2 would then measure noise),
+    or a read log given a made-up quality."""
+    from uptrain.clicks.simulate import ClickSimulator
+    from uptrain.clicks.study import latent_quality
+
+    class Ranker:  # every query sees d0..d4
+        def index(self, docs):
+            pass
+
+        def search(self, queries, k):
+            return {q: {f"d{j}": 5.0 - j for j in range(k)} for q in queries}
+
+        def spec(self):
+            return {"ranker": "fixed"}
+
+    collection = _collection(10)
+    log_, truth = ClickSimulator(sessions=50, serp_size=5, ranker=Ranker(), examination=[0.9, 0.7, 0.5, 0.4, 0.3],
+                                 quality_strength=1.0, seed=7).simulate(collection, progress=False)
+    got, why = latent_quality(_Ctx(SimpleNamespace(truth=truth, log=log_)), ["d3", "d1", "d3"])
+    assert why == "" and got == {d: truth["quality"][d] for d in ("d1", "d3")}
+    off, why = latent_quality(_Ctx(SimpleNamespace(truth={"seed": 7, "quality_strength": 0.0})), ["d1"])
+    assert off is None and "quality_strength = 0" in why
+    read, why = latent_quality(_Ctx(SimpleNamespace(truth=None, log=None)), ["d1"])
+    assert read is None and "read from a file" in why
