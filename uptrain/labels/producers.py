@@ -89,7 +89,9 @@ def plan_inputs(cfg: DictConfig, requests: Mapping[str, dict]) -> list[Stage]:
 def _annotate_stage(cfg: DictConfig, params: dict):
     from uptrain.annotate.stage import AnnotateStage
 
-    return AnnotateStage(cfg.annotator, **OmegaConf.to_container(cfg.annotate, resolve=True))
+    settings = OmegaConf.to_container(cfg.annotate, resolve=True)
+    settings.pop("grade", None)  # the pointwise grade stage's own settings (uptrain/labels/graded.py)
+    return AnnotateStage(cfg.annotator, **settings)
 
 
 def _replug_answers(cfg: DictConfig, params: dict) -> str:
