@@ -344,7 +344,7 @@ def run_experiment(
         **evaluated.sections,
         **{t: b for seg in plan.segmentations.values() for t, b in seg.report().items()},
     }
-    seg_info = {n: s.summary() for n, s in plan.segmentations.items() if s.summary() is not None}
+    seg_info = {n: info for n, info in ((n, s.summary()) for n, s in plan.segmentations.items()) if info is not None}
     flat = {}
     for g, res in results.items():
         for c, r in res.items():

@@ -82,6 +82,17 @@ def frequency_buckets(
     raise ConfigError(f"frequency bucket scheme must be 'rank', 'edges' or 'quantile', got {scheme!r}")
 
 
+def check_bucketing(**settings) -> dict:
+    """The settings of :func:`frequency_buckets`, checked on a toy table (so a bad scheme, group,
+    edge or label fails before anything slow runs); a ConfigError names what is wrong."""
+    try:
+        n = max(int(settings.get("buckets", 10)), 10)
+        frequency_buckets({f"q{i}": 100 - i for i in range(n)}, **settings)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"frequency bucketing {settings}: {exc}") from None
+    return settings
+
+
 def bucket_order(assignment: Mapping[str, str]) -> list[str]:
     seen: list[str] = []
     for name in list(DEFAULT_GROUPS) + sorted(set(assignment.values())):

@@ -45,15 +45,14 @@ class ClickFrequency(Segmentation):
                  edges: Sequence[float] | None = None, labels: Sequence[str] | None = None,
                  quantiles: Sequence[float] | None = None, collections: Sequence[str] | str | None = None):
         super().__init__(collections)
-        from uptrain.clicks.buckets import frequency_buckets
+        from uptrain.clicks.buckets import check_bucketing
 
         self.params = {"scheme": str(scheme), "buckets": int(buckets),
                        "groups": {str(k): [int(i) for i in v] for k, v in groups.items()} if groups else None,
                        "edges": list(edges) if edges is not None else None,
                        "labels": [str(x) for x in labels] if labels is not None else None,
                        "quantiles": list(quantiles) if quantiles is not None else None}
-        # the settings are checked now, on a toy table, so a bad one fails before anything runs
-        frequency_buckets({f"q{i}": 100 - i for i in range(max(int(buckets), 10))}, **self.params)
+        check_bucketing(**self.params)
         self.table: dict[str, str] | None = None
         self.frequencies: dict[str, int] = {}
         self._unseen = 0

@@ -63,9 +63,6 @@ class Weighting:
     def spec(self) -> dict:
         return {"kind": self.kind, **self.params()}
 
-    def curve(self, frequencies: Sequence[int], buckets: Sequence[str]) -> list[float]:
-        return [self(f, b) for f, b in zip(frequencies, buckets)]
-
 
 def _unit(name: str, value: Any) -> float:
     try:
@@ -140,14 +137,9 @@ def make_weighting(cfg: Any) -> Weighting:
 
 
 def _bucketing(cfg: Any) -> dict:
-    from uptrain.clicks.buckets import frequency_buckets
+    from uptrain.clicks.buckets import check_bucketing
 
-    cfg = dict(_plain(cfg) or {"scheme": "rank", "buckets": 10})
-    try:
-        frequency_buckets({f"q{i}": 100 - i for i in range(max(int(cfg.get("buckets", 10)), 10))}, **cfg)
-    except TypeError as exc:
-        raise LabelConfigError(f"frequency bucketing {cfg}: {exc}") from None
-    return cfg
+    return check_bucketing(**dict(_plain(cfg) or {"scheme": "rank", "buckets": 10}))
 
 
 def _query_buckets(values: Mapping[str, Any], bucketing: dict) -> tuple[dict[str, int], dict[str, str]]:

@@ -413,14 +413,9 @@ def build_examples(
     missing = [n for s in sources for n in s.inputs if n not in values]
     if missing:
         raise ValueError(f"build_examples: the label spec reads {sorted(set(missing))}, not given")
-    if sources[0].own_examples:
-        examples, counts = sources[0].examples(pool, values, collection, seed=seed)
-        return examples, ExampleStats(
-            queries=len({e.query_id for e in examples}), labelled=sum(1 for e in examples if e.positives),
-            human_queries=None, per_source={sources[0].describe(): len(examples), **counts},
-        )
-    if sources[0].session_level:
-        examples, counts = sources[0].session_examples(pool, values, collection, seed=seed)
+    if sources[0].own_examples or sources[0].session_level:  # the source builds the phase's examples itself
+        build = sources[0].examples if sources[0].own_examples else sources[0].session_examples
+        examples, counts = build(pool, values, collection, seed=seed)
         return examples, ExampleStats(
             queries=len({e.query_id for e in examples}), labelled=sum(1 for e in examples if e.positives),
             human_queries=None, per_source={sources[0].describe(): len(examples), **counts},
@@ -447,7 +442,7 @@ def build_examples(
             pos += [d for d in got if d not in pos]
             g = s.grades(e, values)
             if g is not None:
-                graded = dict(graded or {})
+                graded = {} if graded is None else graded
                 for d, v in g.items():
                     graded[d] = max(int(v), graded.get(d, int(v)))
         if weight is None:
