@@ -240,44 +240,9 @@ class TrainStage(Stage[RankingModel]):
                         pos["max_positives"], pos["positives_cut"], pos["positives_asked"], pos["queries_with_cut"])
         if dataset.skipped_no_positive:
             log.warning("[train %s] %d queries without a positive label skipped", self.phase, dataset.skipped_no_positive)
-        devices = self.trainer_cfg.get("devices", 1)
-        multi = isinstance(devices, int) and devices > 1 or isinstance(devices, (list, tuple)) and len(devices) > 1
-        loader = DataLoader(
-            dataset,
-            batch_size=hp["batch_size"],
-            shuffle=True,
-            collate_fn=model.collator(),
-            num_workers=hp.get("num_workers", 0),
-            drop_last=multi,  # equal batch shapes on every rank for the cross-device gather
-        )  # shuffled from the seed_everything state (a torch.Generator cannot cross ddp_spawn)
-        module = RankerModule(
-            model, loss, lr=hp["lr"], weight_decay=hp.get("weight_decay", 0.01),
-            warmup_ratio=hp.get("warmup_ratio", 0.1), in_batch_negatives=hp.get("in_batch_negatives", True),
-            cross_device=hp.get("cross_device", True), head_lr_scale=hp.get("head_lr_scale", 1.0),
-        )
-        ckpt_dir = work / "checkpoints"
-        checkpoint = ModelCheckpoint(
-            dirpath=ckpt_dir, save_last=True, save_top_k=1,
-            every_n_train_steps=hp.get("checkpoint_every_n_steps") or None,
-        )
-        logger = self.logger_factory(self.phase) if self.logger_factory else False
-        trainer: L.Trainer = instantiate(
-            self.trainer_cfg, callbacks=[checkpoint, ProgressFile(work / "progress.json")], logger=logger, default_root_dir=str(work),
-            enable_checkpointing=True,
-        )
-        last = ckpt_dir / "last.ckpt"
-        resume = str(last) if last.is_file() else None
-        if resume:
-            log.info("[train %s] resuming from %s", self.phase, resume)
-        t0 = time.time()
-        # shorter passages while training only (cost is quadratic); the saved model keeps its own length
-        with model.training_length(hp.get("passage_max_length")):
-            trainer.fit(module, train_dataloaders=loader, ckpt_path=resume)
-        if trainer.interrupted or trainer.state.status.value != "finished":
-            raise TrainingInterrupted(
-                f"training phase '{self.phase}' stopped at step {trainer.global_step}; "
-                f"re-run the same command to resume from {last}"
-            )
+        fitted = fit_model(model, loss, dataset, hp, self.trainer_cfg, work, self.phase,
+                           self.logger_factory(self.phase) if self.logger_factory else False)
+        multi, resume, t0 = fitted["multi"], fitted["resumed_from"], fitted["started"]
         model.save(out, with_weights=True)
         progress = json.loads((work / "progress.json").read_text())
         learned = loss.learned() if hasattr(loss, "learned") else None  # e.g. DLA's examination curve
@@ -286,8 +251,8 @@ class TrainStage(Stage[RankingModel]):
             from uptrain.report.plots import examination_plot
 
             if true_exam:
-                t0 = float(true_exam[0])
-                learned["true_examination"] = [round(float(x) / t0, 6) for x in true_exam]
+                e0 = float(true_exam[0])  # the curve relative to rank 1, as the loss learns it
+                learned["true_examination"] = [round(float(x) / e0, 6) for x in true_exam]
                 learned["max_abs_error"] = round(max(abs(a - b) for a, b in zip(learned["examination"],
                                                                                   learned["true_examination"])), 6)
             examination_plot(learned["examination"], true_exam, out / "examination.png")
@@ -346,3 +311,48 @@ class TrainStage(Stage[RankingModel]):
 
     def load(self, path: Path) -> RankingModel:
         return load_model(path)
+
+
+def fit_model(model: RankingModel, loss, dataset, hp: Mapping[str, Any], trainer_cfg: Mapping[str, Any], work: Path,
+              phase: str, logger: Any = False) -> dict:
+    """Train ``model`` on ``dataset`` with the one Lightning module, resuming from ``work/checkpoints/last.ckpt``
+    when a killed run left one; raises :class:`TrainingInterrupted` when training did not finish.
+    Returns {multi, resumed_from, started} (multi-process training, the checkpoint resumed, the start time)."""
+    devices = trainer_cfg.get("devices", 1)
+    multi = isinstance(devices, int) and devices > 1 or isinstance(devices, (list, tuple)) and len(devices) > 1
+    loader = DataLoader(
+        dataset,
+        batch_size=hp["batch_size"],
+        shuffle=True,
+        collate_fn=model.collator(),
+        num_workers=hp.get("num_workers", 0),
+        drop_last=multi,  # equal batch shapes on every rank for the cross-device gather
+    )  # shuffled from the seed_everything state (a torch.Generator cannot cross ddp_spawn)
+    module = RankerModule(
+        model, loss, lr=hp["lr"], weight_decay=hp.get("weight_decay", 0.01),
+        warmup_ratio=hp.get("warmup_ratio", 0.1), in_batch_negatives=hp.get("in_batch_negatives", True),
+        cross_device=hp.get("cross_device", True), head_lr_scale=hp.get("head_lr_scale", 1.0),
+    )
+    ckpt_dir = work / "checkpoints"
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir, save_last=True, save_top_k=1,
+        every_n_train_steps=hp.get("checkpoint_every_n_steps") or None,
+    )
+    trainer: L.Trainer = instantiate(
+        dict(trainer_cfg), callbacks=[checkpoint, ProgressFile(work / "progress.json")], logger=logger,
+        default_root_dir=str(work), enable_checkpointing=True,
+    )
+    last = ckpt_dir / "last.ckpt"
+    resume = str(last) if last.is_file() else None
+    if resume:
+        log.info("[train %s] resuming from %s", phase, resume)
+    t0 = time.time()
+    # shorter passages while training only (cost is quadratic); the saved model keeps its own length
+    with model.training_length(hp.get("passage_max_length")):
+        trainer.fit(module, train_dataloaders=loader, ckpt_path=resume)
+    if trainer.interrupted or trainer.state.status.value != "finished":
+        raise TrainingInterrupted(
+            f"training phase '{phase}' stopped at step {trainer.global_step}; "
+            f"re-run the same command to resume from {last}"
+        )
+    return {"multi": multi, "resumed_from": resume, "started": t0}
