@@ -76,6 +76,26 @@ def _compose(name: str, role: str, same_ratio: bool = False) -> DictConfig:
     return cfg
 
 
+def _judge_system_runs(cfg: DictConfig, run_dir: Path) -> dict | None:
+    """The final runs over judge.collection of the judge.systems that name experiments (composed and
+    checked first, then built or found in the cache); None when the judge path is not configured."""
+    from uptrain.pipeline import system_run
+
+    paths = cfg.eval.get("paths") or {}
+    if not paths.get("judge"):
+        return None
+    from uptrain.judge.path import JudgePath, classify_systems
+
+    settings = JudgePath.settings(cfg)
+    _, exps = classify_systems(settings["systems"])
+    composed = {name: _compose(exp, f"judge.systems.{name}") for name, exp in exps.items()}
+    runs = {}
+    for name, sys_cfg in composed.items():
+        log.info("judge: the run of +exp=%s on %s", sys_cfg.name, settings["collection"])
+        runs[name] = system_run(sys_cfg, run_dir / "judge_systems" / name, settings["collection"])
+    return runs
+
+
 def run(cfg: DictConfig) -> float | None:
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
     from uptrain.pipeline import run_experiment, system_run, validate
@@ -99,6 +119,7 @@ def run(cfg: DictConfig) -> float | None:
     llm = cfg.eval.get("llm_test")
     system_cfgs = ({s: _compose(s, "eval.llm_test.systems") for s in llm.systems}
                    if llm is not None and llm.get("enabled") else {})
+    judge_runs = _judge_system_runs(cfg, run_dir)
     llm_runs = None
     if system_cfgs:
         llm_runs = {}
@@ -112,7 +133,7 @@ def run(cfg: DictConfig) -> float | None:
                                         llm_test_runs=llm_runs)
     result = run_experiment(cfg, run_dir, baseline=baselines.get("baseline"),
                             second_baseline=baselines.get("second_baseline"), llm_test_runs=llm_runs,
-                            overrides=list(HydraConfig.get().overrides.task))
+                            overrides=list(HydraConfig.get().overrides.task), judge_runs=judge_runs)
     # the in-domain nDCG@10 is returned so Hydra sweepers can optimise it
     first = next(iter(result.results.values()), {})
     target = next(iter(first.values()), None)

@@ -311,6 +311,7 @@ def run_experiment(
     second_baseline: "ExperimentResult | None" = None,
     llm_test_runs: Mapping[str, Artifact] | None = None,
     overrides: list[str] | None = None,
+    judge_runs: Mapping[str, Artifact] | None = None,
 ) -> ExperimentResult:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -322,7 +323,8 @@ def run_experiment(
 
     train_data = _train_data(runner, cfg)
     model = build_model(runner, plan, train_data) if plan.ranking.needs_model else None
-    ctx = EvalContext(runner, cfg, model, run_dir, plan.ranking, llm_test_runs, train_data=train_data)
+    ctx = EvalContext(runner, cfg, model, run_dir, plan.ranking, llm_test_runs, judge_runs=judge_runs,
+                      train_data=train_data)
     evaluated = run_paths(ctx, plan.paths)
     for seg in plan.segmentations.values():
         seg.prepare(ctx)

@@ -19,8 +19,11 @@ knows none of them. Built in:
                ``clicks.test`` (or a split of the train log): log-likelihood, perplexity
                per rank, CTR error (``+exp=click_models``).
 
-A later path (a relevance judge, RAG answers) is one more class here or anywhere, and one
-more entry under ``eval.paths``.
+``judge``       systems (run files or experiments) judged by a relevance judge, the judge's
+               agreement with human labels and the A/B design (:mod:`uptrain.judge.path`,
+               ``+exp=judge_trec_dl``).
+
+A later path (RAG answers) is one more class here or anywhere, and one more entry under ``eval.paths``.
 """
 
 from __future__ import annotations
@@ -131,6 +134,7 @@ class EvalContext:
     run_dir: Path
     plan: RankingPlan
     llm_test_runs: Mapping[str, Artifact] | None = None
+    judge_runs: Mapping[str, Artifact] | None = None  # judge.systems named by experiment: their final runs
     train_data: Artifact | None = None  # data.train, when the experiment trains (else built on demand)
     _build: Any = None
     _data: dict[str, Artifact] = field(default_factory=dict)
