@@ -131,7 +131,7 @@ class JudgePath(EvalPath):
         from uptrain.judge.base import Judge
 
         try:
-            judge = instantiate(cfg.judge.grader, _convert_="all")
+            judge = instantiate(cfg.judge.grader, _recursive_=False)  # nested _target_s are its settings
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - hydra wraps constructor errors
@@ -147,9 +147,11 @@ class JudgePath(EvalPath):
         s = self.settings(cfg)
         classify_systems(s["systems"])
         self.make_judge(cfg).validate()
-        for name, node in (cfg.judge.get("segments") or {}).items():
-            if node is not None and not OmegaConf.is_config(node) or (node is not None and "_target_" not in node):
-                raise ConfigError(f"judge.segments.{name} must be a segmentation config with a _target_")
+        for name in self._segment_names(cfg):
+            self.segmenter(cfg, name, "judge.segments")
+        design = cfg.judge.get("design") or {}
+        if design.get("enabled"):
+            self.segmenter(cfg, design.get("strata"), "judge.design.strata")
 
     # ---- running ------------------------------------------------------------------------
     def _runs(self, ctx: EvalContext, s: dict) -> dict[str, dict[str, dict[str, float]]]:
@@ -275,7 +277,7 @@ class JudgePath(EvalPath):
                 f"sDCG@{k}", f"sDCG@{k}_human", f"nDCG@{k}", f"nDCG@{k}_human", f"Judged@{k}", f"Judged@{k}_human")) + " |")
 
         # --- agreement -----------------------------------------------------------------------
-        seg_of = self._segments(ctx, {q: coll.queries[q] for q in queries})
+        seg_of, seg_order = self._segments(ctx, {q: coll.queries[q] for q in queries})
         pooled_human = {q: {d: human[q][d] for d in ds if d in human.get(q, {})} for q, ds in pairs.items()}
         notes = []
         if human_max == G:
@@ -289,6 +291,11 @@ class JudgePath(EvalPath):
         flat_h = {key(n, q): v for n, vs in human_vals.items() for q, v in vs.items()}
         flat_seg = {key(n, q): seg_of[q] for n in judge_vals for q in queries} if seg_of else None
         query = query_agreement(flat_j, flat_h, segments=flat_seg)
+        for block in (label, query):  # segments in the segmenters' order (length buckets by length)
+            if block and block.get("segments"):
+                segs = block["segments"]
+                block["segments"] = {n: segs[n] for n in seg_order if n in segs} | {
+                    n: v for n, v in segs.items() if n not in seg_order}
         query["per_system"] = {n: query_agreement(judge_vals[n], human_vals[n]) for n in judge_vals}
         diffs = paired_difference_errors(judge_vals, human_vals) if len(runs) > 1 else None
         system = system_agreement(judge_vals, human_vals) if len(runs) > 1 else None
@@ -338,16 +345,57 @@ class JudgePath(EvalPath):
         return out
 
     # ---- parts --------------------------------------------------------------------------
-    def _segments(self, ctx: EvalContext, queries: Mapping[str, str]) -> dict[str, str] | None:
-        """query id -> segment of the first configured ``judge.segments`` (crossed when several)."""
-        nodes = {n: v for n, v in (ctx.cfg.judge.get("segments") or {}).items() if v is not None}
-        if not nodes:
-            return None
-        segs = [instantiate(v) for v in nodes.values()]
+    @staticmethod
+    def _segment_names(cfg: DictConfig) -> list[str]:
+        names = cfg.judge.get("segments")
+        if names is None:
+            return []
+        if isinstance(names, str):
+            return [names]
+        return [str(n) for n in names]
+
+    @staticmethod
+    def segmenter(cfg: DictConfig, spec: Any, where: str):
+        """A segmentation by name (of ``judge.segmenters``) or by config (with a ``_target_``), instantiated."""
+        from uptrain.evaluate.segments import Segmentation
+
+        known = cfg.judge.get("segmenters") or {}
+        if isinstance(spec, str):
+            if spec not in known:
+                raise ConfigError(f"{where} names the segmenter '{spec}', which is not in judge.segmenters (known: "
+                                  f"{', '.join(known)}); add one with '+judge.segmenters.{spec}={{_target_: ...}}'")
+            node, label = known[spec], f"judge.segmenters.{spec}"
+        elif spec is not None and (OmegaConf.is_config(spec) or isinstance(spec, Mapping)) and "_target_" in spec:
+            node, label = spec, where
+        else:
+            raise ConfigError(f"{where} must name one of judge.segmenters ({', '.join(known)}) or be a segmentation "
+                              f"config with a _target_, got {spec!r}")
+        try:
+            seg = instantiate(node)
+        except Exception as exc:  # noqa: BLE001 - hydra wraps constructor errors
+            cause = exc.__cause__ if isinstance(exc.__cause__, ConfigError) else None
+            raise (cause or ConfigError(f"{label}: cannot instantiate it ({exc})")) from None
+        if not isinstance(seg, Segmentation):
+            raise ConfigError(f"{label}: {type(seg).__name__} is not a uptrain.evaluate.segments.Segmentation")
+        return seg
+
+    def _segments(self, ctx: EvalContext, queries: Mapping[str, str]) -> tuple[dict[str, str] | None, list[str]]:
+        """query id -> segment of the ``judge.segments`` segmenters (names joined by '|' when several),
+        and the segment names in display order."""
+        names = self._segment_names(ctx.cfg)
+        if not names:
+            return None, []
+        segs = [self.segmenter(ctx.cfg, n, "judge.segments") for n in names]
         for seg in segs:
             seg.prepare(ctx)
         parts = [seg.assign(queries) for seg in segs]
-        return {q: "|".join(p[q] for p in parts) for q in queries}
+        assignment = {q: "|".join(p[q] for p in parts) for q in queries}
+        order: list[str] = [""]
+        for seg, part in zip(segs, parts):
+            own = seg.order() or sorted(set(part.values()))
+            order = [f"{a}|{b}" if a else b for a in order for b in own]
+        present = set(assignment.values())
+        return assignment, [o for o in order if o in present] + sorted(present - set(order))
 
     @staticmethod
     def _cost(stage_stats: list[dict], train_stats: list[dict]) -> dict:
@@ -375,11 +423,7 @@ class JudgePath(EvalPath):
 
         k = s["k"]
         control, treatment = design["control"], design["treatment"]
-        node = ctx.cfg.judge.design.get("strata")
-        if node is None:
-            raise ConfigError("judge.design.strata is empty: give a segmentation (e.g. {_target_: "
-                              "uptrain.judge.strata.QueryClusters, k: 8})")
-        seg = instantiate(node)
+        seg = self.segmenter(ctx.cfg, ctx.cfg.judge.design.get("strata"), "judge.design.strata")
         seg.prepare(ctx)
         strata, strata_stats = strata_of(seg, {q: coll.queries[q] for q in queries}, min_size=int(design.get("min_stratum", 2)))
         designs = list(design.get("designs", DESIGNS))
@@ -392,14 +436,16 @@ class JudgePath(EvalPath):
         result: dict[str, Any] = {"control": control, "treatment": treatment, "population": len(queries),
                                   "strata": strata_stats, "sizes": sizes, **kw}
         tables = []
+        base = sum(level.values()) / len(level)  # MDEs relative to the control's mean level, as the paper's
+        result["mde_base"] = base
         for what, values in (("level", level), ("difference", diff)):
-            rows = evaluate_designs(values, strata, sizes, designs, **kw)
+            rows = evaluate_designs(values, strata, sizes, designs, **kw, mde_base=base)
             result[what] = [r.to_dict() for r in rows]
             label = (f"sDCG@{k} of {control}" if what == "level" else f"paired difference of sDCG@{k}, {treatment} - {control}")
             tables.append(f"**{label}** (population of {len(queries)} queries)\n\n" + design_table_markdown(rows, label))
         curve_sizes = sorted({*sizes, *[n for n in (10, 20, 50, 100, 200, 500, 1000, 2000) if n <= len(queries)]})
-        curves = mde_curve(level, strata, curve_sizes, designs, alpha=kw["alpha"], power=kw["power"])
-        plot = mde_plot(curves, ctx.run_dir / "judge_mde.png", title=f"MDE of sDCG@{k} ({control}) against n")
+        curves = mde_curve(diff, strata, curve_sizes, designs, alpha=kw["alpha"], power=kw["power"], mde_base=base)
+        plot = mde_plot(curves, ctx.run_dir / "judge_mde.png", title=f"MDE of the sDCG@{k} difference against n (relative to {control}'s mean)")
         result["mde_curve"] = {d: [[int(n), float(m)] for n, m in c] for d, c in curves.items()}
         effects = heterogeneous_effects(judge_vals[control], judge_vals[treatment], strata,
                                         alpha=kw["alpha"], method=str(design.get("fdr", "bh")))
