@@ -10,7 +10,7 @@ export UPTRAIN_DATA
 endif
 SOURCES := $(shell find uptrain conf -name '*.py' -o -name '*.yaml' 2>/dev/null) pyproject.toml setup.py
 
-.PHONY: install demo test test-fast bench smoke reproduce-utility reproduce-clicks clean help
+.PHONY: install demo test test-fast bench smoke reproduce-utility reproduce-clicks reproduce-judge clean help
 
 # The experiment matrix of Zhang et al. (arXiv 2504.05220), Tables 2 and 4 (experiments/utility_annotation/).
 UTILITY_EXPS := zeroshot,bm25,human,replug,relsel,utilsel,utilrank,utilsel_infonce,utilsel_conj_infonce,utilsel_disj_infonce,utilsel_pos_one,utilsel_pos_avg,utilsel_pos_all,interleave,utilsel_cl20,utilsel_cl100,utilrank_cl20,utilrank_cl100,replug_cl20,replug_cl100
@@ -26,6 +26,11 @@ CLICKS_EXPS := cvl_bm25,cvl_zeroshot,cvl_human,cvl_click_ctr,cvl_click_dbn,cvl_c
 CLICKS_TAG ?= $(PROFILE)$(if $(filter simulated,$(CLICKS_ANNOTATOR)),,-$(CLICKS_ANNOTATOR))
 CLICKS_DIR := experiments/clicks_vs_llm
 
+# The relevance-judge study of Wang, Whitworth et al. (arXiv 2509.03764, experiments/llm_judge/): the
+# judges of JUDGES on TREC DL 2019 (out-of-fold), then the A/B design on SciFact with the cross-encoder.
+JUDGES ?= cross_encoder,llm
+JUDGE_DIR := experiments/llm_judge
+
 help:
 	@echo "make demo     install, then run 'uptrain +exp=human' (profile=$(PROFILE)) and print the results"
 	@echo "make test     install, then run the test suite"
@@ -36,6 +41,8 @@ help:
 	@echo "              the utility-annotation matrix, its sweep report and the comparison with the paper"
 	@echo "make reproduce-clicks [PROFILE=demo|smoke|paper] [CLICKS_ANNOTATOR=simulated|transformers] [REPRO_ARGS=]"
 	@echo "              the clicks-vs-LLM-labels matrix, its per-bucket report and the three findings' verdicts"
+	@echo "make reproduce-judge [PROFILE=demo|smoke|paper] [JUDGES=cross_encoder,llm] [REPRO_ARGS=]"
+	@echo "              the judges on TREC DL 2019, the A/B design on SciFact, the comparison with the paper"
 
 # torch first, pinned to the CPU wheel, so no resolver ever pulls a CUDA build.
 $(BIN)/.deps: pyproject.toml
@@ -85,6 +92,13 @@ reproduce-clicks: install
 		hydra.sweep.dir=multirun/reproduce-clicks/$(CLICKS_TAG) $(REPRO_ARGS)
 	$(BIN)/uptrain-clicks-study multirun/reproduce-clicks/$(CLICKS_TAG) --out $(CLICKS_DIR)/results/$(CLICKS_TAG)
 	@echo "report: $(CLICKS_DIR)/results/$(CLICKS_TAG)/sweep.md"
+
+reproduce-judge: install
+	$(BIN)/uptrain --multirun +exp=judge_trec_dl "judge=$(JUDGES)" profile=$(PROFILE) \
+		hydra.sweep.dir=multirun/reproduce-judge/$(PROFILE)/trec_dl $(REPRO_ARGS)
+	$(BIN)/uptrain +exp=judge_scifact_ab profile=$(PROFILE) hydra.run.dir=multirun/reproduce-judge/$(PROFILE)/ab $(REPRO_ARGS)
+	$(BIN)/uptrain-judge-study multirun/reproduce-judge/$(PROFILE) --out $(JUDGE_DIR)/results/$(PROFILE)
+	@echo "report: $(JUDGE_DIR)/results/$(PROFILE)/study.md"
 
 clean:
 	rm -rf build *.egg-info outputs multirun

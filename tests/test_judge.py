@@ -309,3 +309,33 @@ def test_a_malformed_run_file_is_named_with_its_line(tmp_path, uptrain_cli):
     res = uptrain_cli("+exp=judge_trec_dl", "judge=simulated", *fixture_overrides(fx, systems=f"b: {bad}"),
                       f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, check=False)
     assert res.returncode == 2 and "broken.run:2" in res.stderr and "judge.systems.b" in res.stderr
+
+
+def test_judge_study_verdicts_compare_with_the_paper_and_never_judge_a_simulation(tmp_path):
+    """uptrain-judge-study: 'reached' only when both label figures are at least the paper's, 'below'
+    otherwise; a simulated run is listed but given no verdict (its agreement is set, not measured)."""
+    from uptrain.report.judge_study import main
+
+    def write(name, simulated, exact, within, tau, rho):
+        d = tmp_path / "sweep" / name
+        d.mkdir(parents=True)
+        j = {"judge": "cross_encoder" if not simulated else "simulated", "simulated": simulated, "collection": "fx",
+             "k": 10, "out_of_fold": True, "train": "fx",
+             "label_agreement": {"exact": exact, "within_one": within, "kappa": 0.5, "weighted_kappa": 0.6},
+             "query_agreement": {"kendall_tau": tau, "spearman_rho": rho, "error_mean": 0.01, "error_p10": -0.1,
+                                 "error_median": 0.0, "error_p90": 0.1},
+             "system_agreement": {"kendall_tau": 0.8, "sign_agreement": 0.9, "pairs": 15,
+                                  "significant_sign_agreement": 1.0},
+             "cost": {"pairs_per_second": 100.0, "train_seconds": 5.0}}
+        (d / "metrics.json").write_text(json.dumps({"name": "judge_trec_dl", "judge": j, "overrides": []}))
+
+    write("0", False, 0.80, 0.95, 0.50, 0.70)
+    write("1", True, 0.99, 0.99, 0.99, 0.99)
+    main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")])
+    text = (tmp_path / "out" / "study.md").read_text()
+    verdict_lines = [line for line in text.splitlines() if line.startswith("- **")]
+    label, query = verdict_lines[0], verdict_lines[1]
+    assert "reached (exact 80.0%, within one 95.0%)" in label
+    assert "below (tau 0.500, rho 0.700" in query
+    assert "SIMULATED" not in label and "SIMULATED" not in query  # the simulated run gets no verdict
+    assert "| simulated (SIMULATED), fx" in text and "73.7%" in text and "0.652" in text

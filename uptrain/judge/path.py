@@ -108,6 +108,8 @@ class JudgePath(EvalPath):
                               "experiment (e.g. 'judge.systems={bm25: runs/bm25.txt, dense: zeroshot}')")
         s["k"] = _int(s.get("k", 10), "judge.k", 1)
         s["batch_queries"] = _int(s.get("batch_queries", 8), "judge.batch_queries", 1)
+        if s.get("max_queries") is not None:
+            s["max_queries"] = _int(s["max_queries"], "judge.max_queries", 2)
         if s.get("max_grade") is not None:
             s["max_grade"] = _int(s["max_grade"], "judge.max_grade", 1)
         design = s.get("design") or {}
@@ -201,6 +203,9 @@ class JudgePath(EvalPath):
         runs = self._runs(ctx, s)
         queries = [q for q in coll.queries if q in coll.qrels]
         counts = Counter()
+        if s.get("max_queries") and len(queries) > s["max_queries"]:
+            counts["evaluated queries cut by judge.max_queries"] = len(queries) - s["max_queries"]
+            queries = queries[: s["max_queries"]]
         tops: dict[str, dict[str, list[str]]] = {}
         for name, run in runs.items():
             counts[f"{name}: run queries not in the collection"] = sum(1 for q in run if q not in coll.queries)
