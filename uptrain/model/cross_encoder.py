@@ -1,7 +1,8 @@
 """Cross-encoder: query and passage in one sequence, a linear head on the [CLS] state.
 
 z(q, p) = W h_CLS([CLS] q [SEP] p [SEP]) + b, W in R^{C x d}, with h the backbone's last
-hidden state. The ranking score s(q, p) is
+hidden state (``pooling: mean``: the mean of the pair's token states instead of [CLS], the
+pooling a sentence-transformers backbone such as all-MiniLM-L6-v2 was trained with). The ranking score s(q, p) is
 
 * C = 1 (``num_labels: 1``, ranking): s = z, a logit;
 * C > 1 (graded multi-class, e.g. grades 0..C-1): s = E[g] = sum_c c * softmax(z)_c, the
@@ -59,8 +60,13 @@ class CrossEncoder(RankingModel):
         query_prefix: str = "",
         passage_prefix: str = "",
         dtype: str = "fp32",
+        pooling: str = "cls",
     ):
         super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"model.pooling must be cls or mean (the head reads the [CLS] state or the mean of "
+                             f"the pair's token states), got {pooling!r}")
+        self.pooling = pooling
         self.dtype_name = resolve_dtype(dtype, "auto")
         if int(num_labels) < 1:
             raise ValueError(f"model.num_labels must be >= 1 (1: a ranking score, C: C grades), got {num_labels}")
@@ -97,6 +103,8 @@ class CrossEncoder(RankingModel):
             "query_prefix": self.query_prefix,
             "passage_prefix": self.passage_prefix,
             "dtype": self.dtype_name,
+            # only when not the default, so the keys of existing [CLS] models stay as they were
+            **({"pooling": self.pooling} if self.pooling != "cls" else {}),
         }
 
     def save(self, path: str | Path, with_weights: bool = True) -> None:
@@ -161,7 +169,12 @@ class CrossEncoder(RankingModel):
         """Head logits [n, C] from the [CLS] hidden state, float32. Under bf16 autocast the encoder's
         matrix products run in bf16, the head in fp32: a bf16 logit keeps ~3 significant digits,
         enough to tie candidates that a reranker must order."""
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state[:, 0]
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
+        if self.pooling == "mean":  # the mean over the pair's tokens (what a sentence-transformers encoder pools)
+            mask = attention_mask.unsqueeze(-1).to(states.dtype)
+            hidden = (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        else:
+            hidden = states[:, 0]
         with torch.autocast(device_type=hidden.device.type, enabled=False):
             return self.head(self.dropout(hidden.float()))
 
