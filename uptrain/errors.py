@@ -11,3 +11,26 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """A config value that cannot work, found before anything slow runs."""
+
+
+def instantiate_as(node, expected: type, where: str, kind: str, **kwargs):
+    """``hydra.utils.instantiate(node, **kwargs)`` checked to give an ``expected`` instance: a
+    ConfigError raised by the constructor passes through, any other failure (an import error, a
+    wrong argument) becomes a ConfigError naming ``where``, and so does an object of another type
+    (``kind`` names the expected class for the message)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    try:
+        obj = instantiate(node, **kwargs)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - hydra wraps import and constructor errors
+        cause = exc.__cause__ if isinstance(exc.__cause__, ConfigError) else None
+        if cause is not None:
+            raise cause from None
+        shown = OmegaConf.to_container(node) if OmegaConf.is_config(node) else node
+        raise ConfigError(f"{where}: cannot instantiate {shown} ({exc})") from None
+    if not isinstance(obj, expected):
+        raise ConfigError(f"{where}: {type(obj).__name__} is not a {kind}")
+    return obj

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from uptrain.cache import ArtifactCache, write_atomic
 from uptrain.data.stage import DataStage
-from uptrain.errors import ConfigError
+from uptrain.errors import ConfigError, instantiate_as
 from uptrain.evaluate.metrics import EvalResult
 from uptrain.evaluate.paths import EvalContext, EvalPath, PathResult, RankingPlan, configured_paths, plan_ranking
 from uptrain.evaluate.segments import Segmentation, segment_results
@@ -117,17 +117,7 @@ def _segmentations(cfg: DictConfig) -> dict[str, Segmentation]:
     for name, node in (cfg.eval.get("segments") or {}).items():
         if node is None:
             continue
-        try:
-            seg = instantiate(node)
-        except ConfigError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - hydra wraps import and constructor errors
-            cause = exc.__cause__ if isinstance(exc.__cause__, ConfigError) else None
-            if cause is not None:
-                raise cause from None
-            raise ConfigError(f"eval.segments.{name}: cannot instantiate {OmegaConf.to_container(node)} ({exc})") from None
-        if not isinstance(seg, Segmentation):
-            raise ConfigError(f"eval.segments.{name}: {type(seg).__name__} is not a uptrain.evaluate.segments.Segmentation")
+        seg = instantiate_as(node, Segmentation, f"eval.segments.{name}", "uptrain.evaluate.segments.Segmentation")
         out[str(name)] = seg
     return out
 

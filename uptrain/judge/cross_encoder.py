@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 import lightning as L
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
 from uptrain.data.split import holdout_draw

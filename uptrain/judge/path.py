@@ -33,10 +33,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping
 
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from uptrain.errors import ConfigError
+from uptrain.errors import ConfigError, instantiate_as
 from uptrain.evaluate.paths import EvalContext, EvalPath, PathResult
 
 log = logging.getLogger("uptrain")
@@ -132,17 +131,8 @@ class JudgePath(EvalPath):
     def make_judge(cfg: DictConfig):
         from uptrain.judge.base import Judge
 
-        try:
-            judge = instantiate(cfg.judge.grader, _recursive_=False)  # nested _target_s are its settings
-        except ConfigError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - hydra wraps constructor errors
-            cause = exc.__cause__ if isinstance(exc.__cause__, ConfigError) else None
-            if cause is not None:
-                raise cause from None
-            raise ConfigError(f"judge.grader: cannot instantiate {OmegaConf.to_container(cfg.judge.grader)} ({exc})") from None
-        if not isinstance(judge, Judge):
-            raise ConfigError(f"judge.grader: {type(judge).__name__} is not a uptrain.judge.Judge")
+        # not recursive: the nested _target_s (the model, the trainer, the annotator) are its settings
+        judge = instantiate_as(cfg.judge.grader, Judge, "judge.grader", "uptrain.judge.Judge", _recursive_=False)
         return judge
 
     def validate(self, cfg: DictConfig) -> None:
@@ -375,13 +365,7 @@ class JudgePath(EvalPath):
         else:
             raise ConfigError(f"{where} must name one of judge.segmenters ({', '.join(known)}) or be a segmentation "
                               f"config with a _target_, got {spec!r}")
-        try:
-            seg = instantiate(node)
-        except Exception as exc:  # noqa: BLE001 - hydra wraps constructor errors
-            cause = exc.__cause__ if isinstance(exc.__cause__, ConfigError) else None
-            raise (cause or ConfigError(f"{label}: cannot instantiate it ({exc})")) from None
-        if not isinstance(seg, Segmentation):
-            raise ConfigError(f"{label}: {type(seg).__name__} is not a uptrain.evaluate.segments.Segmentation")
+        seg = instantiate_as(node, Segmentation, label, "uptrain.evaluate.segments.Segmentation")
         return seg
 
     def _segments(self, ctx: EvalContext, queries: Mapping[str, str]) -> tuple[dict[str, str] | None, list[str]]:
