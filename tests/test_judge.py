@@ -339,3 +339,24 @@ def test_judge_study_verdicts_compare_with_the_paper_and_never_judge_a_simulatio
     assert "below (tau 0.500, rho 0.700" in query
     assert "SIMULATED" not in label and "SIMULATED" not in query  # the simulated run gets no verdict
     assert "| simulated (SIMULATED), fx" in text and "73.7%" in text and "0.652" in text
+
+
+def test_systems_by_experiment_name_and_a_judge_trained_on_another_collection(tmp_path, uptrain_cli):
+    """judge.systems may name an uptrain experiment (its run over judge.collection is built first:
+    here BM25 over the fixture), and judge.train another collection: one model trained there grades
+    every query here (no fold), which metrics.json says."""
+    fx = write_fixture(tmp_path / "fx")
+    other = write_fixture(tmp_path / "other", seed=3)
+    out = tmp_path / "run"
+    root = other["root"]
+    uptrain_cli("+exp=judge_trec_dl", *fixture_overrides(fx, k=3, systems=f"lexical: bm25, good: {fx['runs']['good']}"),
+                f"+eval.collections.other={{_target_: uptrain.data.TrecSource, name: other, docs: {root}/docs.tsv, "
+                f"topics: {root}/topics.tsv, qrels: {root}/qrels.txt}}", "judge.train=other",
+                "judge.grader.train.epochs=1", "judge.grader.train.group_size=4", "judge.grader.model.max_length=64",
+                f"hydra.run.dir={out}", cwd=tmp_path)
+    m = json.loads((out / "metrics.json").read_text())
+    j = m["judge"]
+    assert j["out_of_fold"] is False and j["train"] == "other" and j["cost"]["train_models"] == 1
+    assert set(j["systems"]) == {"lexical", "good"}
+    assert (out / "judge_systems" / "lexical").is_dir()  # the experiment's own run directory
+    assert j["system_agreement"]["systems"] == ["good", "lexical"] or set(j["system_agreement"]["systems"]) == {"good", "lexical"}

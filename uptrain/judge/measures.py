@@ -107,7 +107,7 @@ def _dedupe(docs: Sequence[str]) -> tuple[list[str], int]:
 
 
 def query_sdcg(run: Run, labels: Labels, k: int, max_grade: int, shift: bool = True,
-               queries: Sequence[str] | None = None) -> tuple[dict[str, float], dict]:
+               queries: Sequence[str] | None = None, warn: str | bool = True) -> tuple[dict[str, float], dict]:
     """Per-query sDCG@k of ``run`` under ``labels`` (see :func:`sdcg`), and the counts.
 
     ``queries`` (default: the run's queries, in its order) is the query set: a query of it without
@@ -118,7 +118,8 @@ def query_sdcg(run: Run, labels: Labels, k: int, max_grade: int, shift: bool = T
     ``labelled`` and ``unlabelled`` documents in the top k (an unlabelled one earns gain 0); and
     ``judged_at_k``, the mean over the queries with a ranking of the share of their top-k
     documents (min(k, length) of them) that is labelled (None when no query has a ranking).
-    Anything counted is also logged as a warning.
+    Anything counted is also logged as a warning (``warn``: a label for the message, or False when
+    the caller reports the counts itself, e.g. the unjudged documents of human labels as Judged@k).
     """
     _check_k_grade(k, max_grade)
     query_ids = [str(q) for q in (run.keys() if queries is None else queries)]
@@ -149,9 +150,9 @@ def query_sdcg(run: Run, labels: Labels, k: int, max_grade: int, shift: bool = T
         counts["judged_at_k"] = sum(shares) / len(shares)
     problems = {n: counts[n] for n in ("queries_without_ranking", "run_queries_not_evaluated", "short_rankings",
                                         "duplicate_documents", "unlabelled") if counts[n]}
-    if problems:
-        log.warning("[sdcg@%d] %s (of %d queries; unranked queries score 0, short pages earn 0 at missing ranks, "
-                    "unlabelled documents gain 0)", k, ", ".join(f"{v} {n.replace('_', ' ')}" for n, v in problems.items()),
+    if problems and warn:
+        log.warning("[sdcg@%d%s] %s (of %d queries; unranked queries score 0, short pages earn 0 at missing ranks, "
+                    "unlabelled documents gain 0)", k, f", {warn}" if isinstance(warn, str) else "", ", ".join(f"{v} {n.replace('_', ' ')}" for n, v in problems.items()),
                     len(query_ids))
     return values, counts
 

@@ -255,19 +255,23 @@ class JudgePath(EvalPath):
         per_system, judge_vals, human_vals, rows = {}, {}, {}, []
         crosscheck = []
         for name, top in tops.items():
-            jv, jc = query_sdcg(top, labels.grades, k, G, shift=shift, queries=queries)
-            hv, hc = query_sdcg(top, human, k, max(human_max, 1), shift=shift, queries=queries)
+            jv, jc = query_sdcg(top, labels.grades, k, G, shift=shift, queries=queries, warn=f"{name}, judge labels")
+            # documents without a human judgment are counted as Judged@k (the table), not warned about
+            hv, hc = query_sdcg(top, human, k, max(human_max, 1), shift=shift, queries=queries, warn=False)
             jn = ndcg(top, labels.grades, k)
             hn = ndcg(top, human, k)
             judge_vals[name], human_vals[name] = jv, hv
-            raw, _ = query_sdcg(top, labels.grades, k, G, shift=False, queries=queries)
+            raw, _ = query_sdcg(top, labels.grades, k, G, shift=False, queries=queries, warn=False)
             ref = ir_measures_sdcg({q: top[q] for q in queries}, labels.grades, k, G)
             if ref is not None:
                 crosscheck.extend(abs(ref.get(q, 0.0) - raw[q]) for q in queries)
             mean = lambda v: sum(v.values()) / len(v) if v else float("nan")  # noqa: E731
             per_system[name] = {f"sDCG@{k}": mean(jv), f"sDCG@{k}_human": mean(hv), f"nDCG@{k}": mean(jn),
                                 f"nDCG@{k}_human": mean(hn), f"Judged@{k}_human": hc["judged_at_k"],
-                                f"Judged@{k}": jc["judged_at_k"]}
+                                f"Judged@{k}": jc["judged_at_k"],
+                                "counts_judge": {c: jc[c] for c in ("labelled", "unlabelled", "short_rankings",
+                                                                    "queries_without_ranking")},
+                                "unjudged_by_human": hc["unlabelled"]}
             rows.append(f"| {name} | " + " | ".join(f"{per_system[name][m]:.4f}" for m in (
                 f"sDCG@{k}", f"sDCG@{k}_human", f"nDCG@{k}", f"nDCG@{k}_human", f"Judged@{k}", f"Judged@{k}_human")) + " |")
 
