@@ -17,6 +17,7 @@ from scipy.stats import ttest_rel
 from conftest import DATA, NO_BASELINE, REPO, needs_data, run_cli, uptrain_command
 
 # the four collections of conf/eval/default.yaml
+JUDGE_COLLECTIONS = {"trec_dl19", "scifact_train"}  # evaluated by the judge path, not in the default groups
 DEFAULT_COLLECTIONS = {"scifact_test", "cranfield", "npl", "noveleval"}
 
 
@@ -61,11 +62,16 @@ def test_profile_shrinks_every_collection_and_keeps_the_users_groups(profile):
     assert list(compose("+exp=human", "eval=indomain", f"profile={profile}").eval.groups.out_of_domain) == []
     mine = compose("+exp=human", f"profile={profile}", "eval.groups.out_of_domain=[cranfield]")
     assert list(mine.eval.groups.out_of_domain) == ["cranfield"]
-    # every collection of conf/eval/default.yaml is shrunk, the one the user named included
-    assert set(mine.eval.collections) == DEFAULT_COLLECTIONS
+    # every collection of conf/eval/default.yaml is shrunk, the one the user named included; the judge
+    # study's TREC DL 2019 keeps all its passages (the six runs rank them: a cut would leave run
+    # documents without text), its topics are cut
+    assert set(mine.eval.collections) == DEFAULT_COLLECTIONS | JUDGE_COLLECTIONS
     for name, c in mine.eval.collections.items():
-        assert c.max_queries is not None and 0 < c.max_queries <= 100, name
-        assert c.max_docs is not None and 0 < c.max_docs <= 600, name
+        assert c.max_queries is not None and 0 < c.max_queries <= 120, name
+        if name == "trec_dl19":
+            assert c.max_docs is None and c.max_queries <= 12
+        else:
+            assert c.max_docs is not None and 0 < c.max_docs <= 800, name
     assert mine.eval.depth <= 100 and mine.data.train.max_queries <= 64
 
 
