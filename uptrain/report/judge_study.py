@@ -119,8 +119,8 @@ def verdicts(runs: list[dict]) -> list[str]:
                             top = max(best, key=lambda row: row["n"])
                             parts.append(f"{_label(r)}, {what}: Neyman at n = {top['n']} cuts sigma by "
                                          f"{_f(top.get('reduction'), True)} (MDE {_f(top.get('mde'), True)}, coverage "
-                                         f"{_f(top.get('coverage'), True)}); the paper's 94% came from strata that "
-                                         "explain most of sDCG's variance")
+                                         f"{_f(top.get('coverage'), True)}; a stratified design gains what its strata "
+                                         "explain of the values' variance)")
         lines.append(f"- **{text}.** " + ("; ".join(parts) if parts else "no measured run (only simulated or none)."))
     if any(r["judge"].get("simulated") for r in runs):
         lines.append("- Simulated judges are listed for reference: their agreement is set by their confusion, not measured.")
