@@ -92,18 +92,16 @@ def verdicts(runs: list[dict]) -> list[str]:
         parts = []
         for r in measured:
             j = r["judge"]
-            if key == "label":
-                la = j.get("label_agreement")
-                if la:
-                    ok = la["exact"] >= p["exact"] and la["within_one"] >= p["within_one"]
-                    parts.append(f"{_label(r)}: {'reached' if ok else 'below'} (exact {_f(la['exact'], True)}, "
-                                 f"within one {_f(la['within_one'], True)})")
-            elif key == "query":
-                qa = j.get("query_agreement") or {}
-                if qa.get("kendall_tau") is not None:
-                    ok = qa["kendall_tau"] >= p["kendall_tau"] and qa["spearman_rho"] >= p["spearman_rho"]
-                    parts.append(f"{_label(r)}: {'reached' if ok else 'below'} (tau {_f(qa['kendall_tau'])}, "
-                                 f"rho {_f(qa['spearman_rho'])}, mean error {_f(qa.get('error_mean'))})")
+            if key in ("label", "query"):
+                block = j.get(f"{key}_agreement") or {}
+                keys = ("exact", "within_one") if key == "label" else ("kendall_tau", "spearman_rho")
+                if all(block.get(k2) is not None for k2 in keys):
+                    ok = all(block[k2] >= p[k2] for k2 in keys)
+                    shown = ([f"exact {_f(block['exact'], True)}", f"within one {_f(block['within_one'], True)}"]
+                             if key == "label" else
+                             [f"tau {_f(block['kendall_tau'])}", f"rho {_f(block['spearman_rho'])}",
+                              f"mean error {_f(block.get('error_mean'))}"])
+                    parts.append(f"{_label(r)}: {'reached' if ok else 'below'} ({', '.join(shown)})")
             elif key == "system":
                 sa = j.get("system_agreement") or {}
                 if sa.get("kendall_tau") is not None:
