@@ -278,8 +278,9 @@ def test_design_through_the_path(tmp_path, uptrain_cli):
     assert d["control"] == "bad" and d["population"] == 6
     assert {r["design"] for r in d["level"]} <= {"srs", "proportional", "neyman"} and d["level"]
     assert all(r["n"] == 4 for r in d["difference"])
-    assert d["heterogeneous"] and all("p_adjusted" in r or "p_bh" in r or "adjusted" in json.dumps(r)
-                                      for r in d["heterogeneous"])
+    rows = d["heterogeneous"]
+    assert {r["stratum"] for r in rows} == set(d["strata"]["sizes"])
+    assert all(r["p_adjusted"] >= r["p_raw"] for r in rows)  # BH never lowers a p-value
     assert "A/B measurement design" in (out / "report.md").read_text()
     assert (out / "judge_mde.png").is_file()
 
@@ -361,4 +362,4 @@ def test_systems_by_experiment_name_and_a_judge_trained_on_another_collection(tm
     assert j["out_of_fold"] is False and j["train"] == "other" and j["cost"]["train_models"] == 1
     assert set(j["systems"]) == {"lexical", "good"}
     assert (out / "judge_systems" / "lexical").is_dir()  # the experiment's own run directory
-    assert j["system_agreement"]["systems"] == ["good", "lexical"] or set(j["system_agreement"]["systems"]) == {"good", "lexical"}
+    assert sorted(j["system_agreement"]["systems"]) == ["good", "lexical"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -171,7 +172,7 @@ class JudgeTrainStage(Stage):
         stats = {"fold": self.fold, "folds": self.folds, "queries": len(pairs), "pairs": counts["pairs"],
                  "grades": {str(g): grades.get(g, 0) for g in range(self.max_grade + 1)}, "counts": counts,
                  "groups_per_epoch": len(dataset), "padded_slots": dataset.padded_slots, **progress,
-                 "seconds": round(__import__("time").time() - fitted["started"], 1),
+                 "seconds": round(time.time() - fitted["started"], 1),
                  "pairs_per_second": None, "resumed_from": fitted["resumed_from"],
                  "truncation": dict(model.truncation_counts)}
         if stats["seconds"]:
