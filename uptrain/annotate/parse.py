@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
-__all__ = ["parse_selection", "parse_answer", "ParseStats", "strip_reasoning", "is_none_answer", "parse_grade",
+__all__ = ["parse_selection", "parse_answer", "parse_short_answer", "ParseStats", "strip_reasoning", "is_none_answer", "parse_grade",
            "GradeParseStats"]
 
 # a passage id longer than this is never a window position (and int() of huge digit runs is slow or refused)
@@ -112,6 +112,34 @@ def parse_answer(text: object) -> str:
     """The pseudo answer: reasoning removed, whitespace trimmed, a leading "Answer:" label dropped."""
     visible = strip_reasoning(text).strip()
     return _ANSWER_LABEL.sub("", visible, count=1).strip()
+
+
+# what a small model writes in front of a short answer: a passage label ("[2]", "Passage 2:"), a list
+# enumerator ("1.", "2)"), a bullet; removed from the start of a RAG answer only
+_LEADING_LABEL = re.compile(
+    r"^\s*(?:[-*\u2022]\s*|\[\s*(?:(?:passage|doc|document)\s*)?[0-9]{1,3}\s*\]\s*[:.)-]?\s*|"
+    r"(?:passage|doc|document)\s*#?\s*[0-9]{1,3}\s*[:.)-]\s*|(?<![0-9])[0-9][.)]\s+(?=[^\W\d]))",
+    re.IGNORECASE,
+)
+
+
+def parse_short_answer(text: object, first_line: bool = True) -> tuple[str, dict[str, bool]]:
+    """A RAG answer: :func:`parse_answer`, then (``first_line``) its first non-empty line, then any
+    leading passage labels, enumerators and bullets removed ("[1] Thomas Davis" -> "Thomas Davis",
+    "1. The Panthers" -> "The Panthers"; "1999" and "3 million" are kept). Returns the answer and
+    which changes were made (``cut_to_first_line``, ``label_removed``), for the stage to count."""
+    answer = parse_answer(text)
+    lines = [line.strip() for line in answer.splitlines() if line.strip()]
+    cut = bool(first_line and len(lines) > 1)
+    if first_line:
+        answer = lines[0] if lines else ""
+    stripped = answer
+    while True:
+        shorter = _LEADING_LABEL.sub("", stripped, count=1).strip()
+        if shorter == stripped or not shorter:
+            break
+        stripped = shorter
+    return stripped, {"cut_to_first_line": cut, "label_removed": stripped != answer}
 
 
 @dataclass

@@ -16,6 +16,9 @@ The answer ``a`` comes from ``answers``:
              Not the paper's setting: the paper scores ground-truth answers, which SciFact
              and most retrieval collections do not have. A query without a pseudo answer
              (nothing relevance-selected) gets no utility and is skipped in training.
+``gold``     the training collection's own gold answers (a QA collection: SQuAD, or a BEIR
+             folder with ``answers.jsonl``; :mod:`uptrain.data.qa`): the paper's "REPLUG (Human)".
+             The first answer of each question is scored; a question without one is skipped.
 ``<path>``   a JSONL file of ``{"query_id": ..., "answers": [...]}`` (or ``"answer"``) rows
              with ground-truth answers (MS MARCO QA, NQ); the first answer is scored.
 
@@ -107,12 +110,12 @@ class ReplugStage(AnnotatorStage[dict]):
         super().__init__(annotator, batch_queries)
         self.answers = str(answers)
         self.max_queries = max_queries
-        # pseudo answers come from the annotation artifact; a file of answers needs none
+        # pseudo answers come from the annotation artifact; gold ones and a file of answers need none
         self.inputs = ("data", "pool", "annotations") if self.answers == "pseudo" else ("data", "pool")
         self._check_answers()
 
     def _check_answers(self) -> None:
-        if self.answers != "pseudo" and not Path(self.answers).expanduser().is_file():
+        if self.answers not in ("pseudo", "gold") and not Path(self.answers).expanduser().is_file():
             raise missing_answers_error(Path(self.answers).expanduser())
 
     def validate(self) -> None:
@@ -120,8 +123,8 @@ class ReplugStage(AnnotatorStage[dict]):
         self._check_answers()
 
     def _answer_source(self) -> dict:
-        if self.answers == "pseudo":
-            return {"kind": "pseudo"}
+        if self.answers in ("pseudo", "gold"):
+            return {"kind": self.answers}  # gold: the data input's key covers the answers
         self._check_answers()
         return {"kind": "file", "sha256": file_digest(Path(self.answers).expanduser())}
 
@@ -135,6 +138,12 @@ class ReplugStage(AnnotatorStage[dict]):
     def _answers(self, inputs: Mapping[str, Artifact]) -> dict[str, str]:
         if self.answers == "pseudo":
             return {q: (a.answer or "").strip() for q, a in inputs["annotations"].value.items()}
+        if self.answers == "gold":
+            collection = inputs["data"].value
+            if not collection.answers:
+                raise ConfigError(f"labels.replug_answers=gold, but the training collection '{collection.name}' carries "
+                                  "no gold answers: train on a QA collection (data=squad) or give a JSONL answer file")
+            return {q: a[0] for q, a in collection.answers.items() if a}
         return read_answer_file(Path(self.answers).expanduser())
 
     def build(self, out: Path, work: Path, inputs: Mapping[str, Artifact]) -> None:
@@ -195,7 +204,9 @@ class ReplugStage(AnnotatorStage[dict]):
             "queries": len(labels),
             "queries_without_answer": sum(1 for u in labels if not u.answer),
             "passages_scored": passages,
-            "answers": self.answers if self.answers != "pseudo" else "pseudo (the pipeline's pseudo answers, not the paper's ground truth)",
+            "answers": {"pseudo": "pseudo (the pipeline's pseudo answers, not the paper's ground truth)",
+                        "gold": "gold (the training collection's ground-truth answers: REPLUG (Human))"}.get(
+                            self.answers, self.answers),
             "prompt_tokens": tokens,
             "seconds": round(seconds, 1),
             "passages_per_second": round(passages / max(seconds, 1e-9), 1),

@@ -252,7 +252,9 @@ def read_qrels(path: Path) -> Iterator[tuple[str, str, int]]:
 
 
 class BeirFolderSource(Source):
-    """A BEIR folder: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``.
+    """A BEIR folder: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``, and optionally
+    ``answers.jsonl`` beside corpus.jsonl (``{"query_id": ..., "answers": [...]}`` per question:
+    a QA collection, see :mod:`uptrain.data.qa`).
 
     Only the queries that appear in the split's qrels are kept.
     """
@@ -284,8 +286,18 @@ class BeirFolderSource(Source):
     def validate(self) -> None:
         self._files()
 
+    def _answers_file(self) -> Path | None:
+        path = self.path / "answers.jsonl"
+        return path if path.is_file() else None
+
+    def provides_answers(self) -> bool:
+        return self._answers_file() is not None
+
     def content_spec(self) -> dict:
         files = self._files()
+        answers = self._answers_file()
+        if answers is not None:
+            files = {**files, "answers": answers}  # only when present: a plain BEIR folder keeps its key
         return {"split": self.split, "files": {k: _fingerprint(p) for k, p in files.items()}}
 
     def load_full(self) -> Collection:
@@ -294,7 +306,15 @@ class BeirFolderSource(Source):
         in_split = {q for q, _, _ in qrels}
         queries = [(q, t) for q, t in read_topics(files["queries"], ["text"]) if q in in_split]
         problems = Problems()
-        return assemble(self.name, read_docs(files["corpus"], self.fields, problems), queries, qrels, problems)
+        collection = assemble(self.name, read_docs(files["corpus"], self.fields, problems), queries, qrels, problems)
+        answers = self._answers_file()
+        if answers is not None:
+            from uptrain.data.qa import attach_answers, read_answers_jsonl
+
+            # answers of the folder's queries outside this split belong to another split, not "unknown"
+            other = {q for q, _ in read_topics(files["queries"], ["text"])} - in_split
+            attach_answers(collection, {q: a for q, a in read_answers_jsonl(answers).items() if q not in other})
+        return collection
 
 
 class TrecSource(Source):
@@ -322,18 +342,26 @@ class TrecSource(Source):
         max_queries: int | None = None,
         max_docs: int | None = None,
         relevance_map: dict | None = None,
+        answers: str | Path | None = None,
     ):
         super().__init__(name, fields or ("title", "text"), max_queries, max_docs, relevance_map)
         self.docs = Path(docs).expanduser()
         self.topics = Path(topics).expanduser()
         self.qrels = Path(qrels).expanduser()
         self.topic_fields = [topic_field] if isinstance(topic_field, str) else [str(t) for t in topic_field]
+        self.answers = Path(answers).expanduser() if answers else None  # JSONL gold answers (a QA collection)
 
     def validate(self) -> None:
         self._files()
 
+    def provides_answers(self) -> bool:
+        return self.answers is not None
+
     def _files(self) -> dict[str, Path]:
-        return existing_files(self.name, {"docs": self.docs, "topics": self.topics, "qrels": self.qrels})
+        files = {"docs": self.docs, "topics": self.topics, "qrels": self.qrels}
+        if self.answers is not None:
+            files["answers"] = self.answers
+        return existing_files(self.name, files)
 
     def content_spec(self) -> dict:
         files = self._files()
@@ -345,10 +373,15 @@ class TrecSource(Source):
     def load_full(self) -> Collection:
         files = self._files()
         problems = Problems()
-        return assemble(
+        collection = assemble(
             self.name,
             read_docs(files["docs"], self.fields, problems),
             read_topics(files["topics"], self.topic_fields),
             read_qrels(files["qrels"]),
             problems,
         )
+        if "answers" in files:
+            from uptrain.data.qa import attach_answers, read_answers_jsonl
+
+            attach_answers(collection, read_answers_jsonl(files["answers"]))
+        return collection

@@ -260,7 +260,8 @@ def subsample(collection: Collection, max_queries: int | None = None, max_docs: 
         len(docs),
         len(collection.docs),
     )
-    return Collection(name=collection.name, docs=docs, queries=queries, qrels=qrels, stats=stats)
+    answers = {q: list(collection.answers[q]) for q in kept_q if q in collection.answers}
+    return Collection(name=collection.name, docs=docs, queries=queries, qrels=qrels, stats=stats, answers=answers)
 
 
 class Source(ABC):
@@ -303,6 +304,10 @@ class Source(ABC):
 
     def validate(self) -> None:
         """Check cheaply that the collection can be loaded (its files exist); a UserError says how to fix it."""
+
+    def provides_answers(self) -> bool:
+        """Whether the loaded collection carries gold answers (a QA collection), known without loading it."""
+        return False
 
     def load(self) -> Collection:
         full = self.load_full()

@@ -65,6 +65,9 @@ class QuerySubset(Source):
     def validate(self) -> None:
         self.source.validate()
 
+    def provides_answers(self) -> bool:
+        return self.source.provides_answers()
+
     def content_spec(self) -> dict:
         return {"of": self.source.spec(), "part": self.part, "fraction": self.fraction, "seed": self.seed}
 
@@ -82,4 +85,6 @@ class QuerySubset(Source):
         stats = dict(full.stats)
         stats["query_subset"] = (f"part {self.part} of {full.name}: {len(keep)} of {len(full.queries)} queries "
                                  f"(held-out fraction {self.fraction:g}, seed {self.seed})")
-        return Collection(name=self.name, docs=dict(full.docs), queries=queries, qrels=qrels, stats=stats)
+        answers = {q: list(full.answers[q]) for q in keep if q in full.answers}
+        return Collection(name=self.name, docs=dict(full.docs), queries=queries, qrels=qrels, stats=stats,
+                          answers=answers)

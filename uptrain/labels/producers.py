@@ -102,7 +102,17 @@ def _replug_stage(cfg: DictConfig, params: dict):
     from uptrain.annotate.replug import ReplugStage
 
     annotate = cfg.annotate
-    return ReplugStage(cfg.annotator, answers=_replug_answers(cfg, params), max_queries=annotate.get("max_queries"),
+    answers = _replug_answers(cfg, params)
+    if answers == "gold":
+        from uptrain.data.qa import provides_answers
+
+        if not provides_answers(instantiate(cfg.data.train)):
+            raise ConfigError(
+                "labels.replug_answers=gold scores the training collection's own gold answers, but data.train "
+                f"({cfg.data.train.get('name', cfg.data.train.get('_target_'))}) carries none: train on a QA collection "
+                "(data=squad; a BEIR folder with answers.jsonl beside corpus.jsonl), or give a JSONL answer file "
+                "(labels.replug_answers=PATH) or pseudo answers (labels.replug_answers=pseudo)")
+    return ReplugStage(cfg.annotator, answers=answers, max_queries=annotate.get("max_queries"),
                        batch_queries=annotate.get("batch_queries", 4))
 
 
