@@ -118,15 +118,16 @@ def parse_answer(text: object) -> str:
 # enumerator ("1.", "2)"), a bullet; removed from the start of a RAG answer only
 _LEADING_LABEL = re.compile(
     r"^\s*(?:[-*\u2022]\s*|\[\s*(?:(?:passage|doc|document)\s*)?[0-9]{1,3}\s*\]\s*[:.)-]?\s*|"
-    r"(?:passage|doc|document)\s*#?\s*[0-9]{1,3}\s*[:.)-]\s*|(?<![0-9])[0-9][.)]\s+(?=[^\W\d]))",
+    r"(?:passage|doc|document)\s*#?\s*[0-9]{1,3}\s*[:.)-]\s*|"
+    r"(?:the\s+)?(?:short\s+|final\s+)?answer(?:\s+to\s+(?:this|the)\s+question)?\s+is\s*[:\-]?\s*|(?<![0-9])[0-9][.)]\s+(?=[^\W\d]))",
     re.IGNORECASE,
 )
 
 
 def parse_short_answer(text: object, first_line: bool = True) -> tuple[str, dict[str, bool]]:
     """A RAG answer: :func:`parse_answer`, then (``first_line``) its first non-empty line, then any
-    leading passage labels, enumerators and bullets removed ("[1] Thomas Davis" -> "Thomas Davis",
-    "1. The Panthers" -> "The Panthers"; "1999" and "3 million" are kept). Returns the answer and
+    leading passage labels, enumerators, bullets and "The answer is:" removed ("[1] Thomas Davis" ->
+    "Thomas Davis", "1. The Panthers" -> "The Panthers"; "1999" and "3 million" are kept). Returns the answer and
     which changes were made (``cut_to_first_line``, ``label_removed``), for the stage to count."""
     answer = parse_answer(text)
     lines = [line.strip() for line in answer.splitlines() if line.strip()]
