@@ -14,6 +14,12 @@ Positives cut by ``max_positives`` are counted in :attr:`GroupDataset.stats`.
 Logged SERPs (click sessions, ``LabelledQuery.serp``) are trained on as shown instead: the
 group is the SERP in rank order, with each passage's rank and propensity (the unbiased
 learning-to-rank losses read them), one item per session.
+
+FAMOL examples that carry their objective and frequency bucket
+(:class:`uptrain.labels.frequency.FamolExample`: per-objective losses, learned weights) give
+items whose ``query_id`` is a :class:`~uptrain.labels.frequency.FamolRowId` (the query id, tagged
+with both), and the dataset's ``famol`` is their phase's :class:`~uptrain.labels.frequency.FamolPlan`
+(None otherwise), which the training module reads.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Sequence
 from torch.utils.data import Dataset
 
 from uptrain.labels.examples import LabelledQuery, stable_seed  # noqa: F401  (re-exported)
+from uptrain.labels.frequency import FamolExample
 from uptrain.model.batch import TrainItem  # noqa: F401  (re-exported)
 
 
@@ -41,6 +48,10 @@ class GroupDataset(Dataset):
             raise ValueError(f"train.group_size must be >= 2 (one positive and a negative), got {group_size}")
         if max_positives is not None and int(max_positives) < 1:
             raise ValueError(f"train.max_positives must be >= 1 or null, got {max_positives}")
+        plans = {id(p): p for p in (getattr(e, "plan", None) for e in examples) if p is not None}
+        if len(plans) > 1:
+            raise ValueError("a training phase's examples come from two FAMOL sources; one famol source per phase")
+        self.famol = next(iter(plans.values()), None)
         serps = sum(1 for e in examples if getattr(e, "serp", None) is not None)
         if serps:
             if serps != len(examples):
@@ -163,7 +174,7 @@ class GroupDataset(Dataset):
         doc_ids = pos + neg
         grades = getattr(ex, "grades", None)  # doc id -> grade, when the label source is graded
         return TrainItem(
-            query_id=ex.query_id,
+            query_id=ex.row_id() if isinstance(ex, FamolExample) else ex.query_id,
             query=ex.query,
             doc_ids=doc_ids,
             passages=[self.docs.get(d, "") for d in doc_ids],
