@@ -10,12 +10,16 @@ export UPTRAIN_DATA
 endif
 SOURCES := $(shell find uptrain conf -name '*.py' -o -name '*.yaml' 2>/dev/null) pyproject.toml setup.py
 
-.PHONY: install demo test test-fast bench smoke reproduce-utility reproduce-clicks reproduce-judge clean help
+.PHONY: install demo test test-fast bench smoke reproduce-utility reproduce-rag reproduce-clicks reproduce-judge clean help
 
 # The experiment matrix of Zhang et al. (arXiv 2504.05220), Tables 2 and 4 (experiments/utility_annotation/).
 UTILITY_EXPS := zeroshot,bm25,human,replug,relsel,utilsel,utilrank,utilsel_infonce,utilsel_conj_infonce,utilsel_disj_infonce,utilsel_pos_one,utilsel_pos_avg,utilsel_pos_all,interleave,utilsel_cl20,utilsel_cl100,utilrank_cl20,utilrank_cl100,replug_cl20,replug_cl100
 UTILITY_DIR := experiments/utility_annotation
 REPRO_ARGS ?=
+
+# The RAG half of the same study (its Tables 3 and 5): the retrievers trained on SQuAD's training articles,
+# evaluated on its unseen articles by retrieval and by the answers of the generator (the rag path).
+RAG_EXPS := rag_bm25,rag_zeroshot,rag_human,rag_replug,rag_replug_gold,rag_relsel,rag_utilsel,rag_utilrank,rag_utilsel_cl20,rag_utilrank_cl20,rag_replug_cl20,rag_utilsel_cl100,rag_utilrank_cl100,rag_replug_cl100
 
 # The clicks-vs-LLM-labels study of Yu et al. (arXiv 2511.06635, experiments/clicks_vs_llm/). LLM labels
 # come from CLICKS_ANNOTATOR: simulated (drawn from the human labels at a stated quality; the matrix then
@@ -39,6 +43,8 @@ help:
 	@echo "make smoke    the human experiment shrunk to a few minutes"
 	@echo "make reproduce-utility [PROFILE=demo|smoke|paper] [REPRO_ARGS=overrides]"
 	@echo "              the utility-annotation matrix, its sweep report and the comparison with the paper"
+	@echo "make reproduce-rag [PROFILE=demo|smoke|paper] [REPRO_ARGS=overrides]"
+	@echo "              the utility study's retrievers on SQuAD, judged by RAG answers (EM/F1, ROUGE-L, BLEU, answer recall)"
 	@echo "make reproduce-clicks [PROFILE=demo|smoke|paper] [CLICKS_ANNOTATOR=simulated|transformers] [REPRO_ARGS=]"
 	@echo "              the clicks-vs-LLM-labels matrix, its per-bucket report and the three findings' verdicts"
 	@echo "make reproduce-judge [PROFILE=demo|smoke|paper] [JUDGES=cross_encoder,llm] [REPRO_ARGS=]"
@@ -86,6 +92,15 @@ reproduce-utility: install
 	$(BIN)/uptrain-report multirun/reproduce-utility/$(PROFILE) --findings \
 		--reference $(UTILITY_DIR)/reference_table4.csv $(UTILITY_DIR)/reference_table2.csv $(UTILITY_DIR)/reference_table6.csv --out $(UTILITY_DIR)/results/$(PROFILE)
 	@echo "report: $(UTILITY_DIR)/results/$(PROFILE)/sweep.md"
+
+reproduce-rag: install
+	$(BIN)/uptrain --multirun "+exp=$(RAG_EXPS)" profile=$(PROFILE) \
+		hydra.sweep.dir=multirun/reproduce-rag/$(PROFILE) $(REPRO_ARGS)
+	$(BIN)/uptrain-report multirun/reproduce-rag/$(PROFILE) --baseline rag_human \
+		--measures in_domain=R@1,R@5,nDCG@10 rag=EM,F1,ROUGE-L,answer_recall@5 --out $(UTILITY_DIR)/results/rag-$(PROFILE)
+	$(BIN)/uptrain-rag-study multirun/reproduce-rag/$(PROFILE) --out $(UTILITY_DIR)/results/rag-$(PROFILE) \
+		--reference $(UTILITY_DIR)/reference_table3_rag.csv $(UTILITY_DIR)/reference_table5_rag.csv
+	@echo "report: $(UTILITY_DIR)/results/rag-$(PROFILE)/study.md"
 
 reproduce-clicks: install
 	$(BIN)/uptrain --multirun "+exp=$(CLICKS_EXPS)" profile=$(PROFILE) annotator=$(CLICKS_ANNOTATOR) \

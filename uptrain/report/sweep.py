@@ -63,6 +63,8 @@ ROW_GROUPS = ("baselines", "LLMs", "relevance vs utility", "loss", "positive sam
 EVAL_GROUPS = ("in_domain", "out_of_domain")
 DEFAULT_MEASURES = {"in_domain": ["RR@10", "nDCG@10"], "out_of_domain": ["nDCG@10"]}
 FALLBACK_MEASURES = ["nDCG@10"]  # for evaluation groups other than the two above
+# groups whose collections are one collection at several settings (rag: <collection>@<k>), not averaged
+NOT_AVERAGED = ("rag",)
 AVERAGE = "average"
 # words of a label_source that name how labels are mixed or where they come from, not the label family
 SOURCE_WORDS = {"curriculum", "interleave", "llm", "human"}
@@ -405,7 +407,7 @@ def columns(runs: list[Run], measures: dict[str, list[str]]) -> list[Column]:
     for g in groups:
         names = measures.get(g) or measures.get("*") or FALLBACK_MEASURES
         cols += [Column(g, c, m) for c in collections[g] for m in names]
-        if len(collections[g]) > 1:
+        if len(collections[g]) > 1 and g not in NOT_AVERAGED:
             cols += [Column(g, None, m) for m in names]
     return cols
 
