@@ -41,7 +41,8 @@ The weight ``w`` is a registered component (``weighting: {kind: ...}``):
 ``constant`` w = ``value`` for every query (a frequency-blind mixture, the control)
 ``learned``  one weight per bucket, learned with the ranker in the FAMOL phase by homoscedastic-
              uncertainty weighting (Kendall, Gal & Cipolla, "Multi-Task Learning Using Uncertainty
-             to Weigh Losses", CVPR 2018), one task per (bucket b, objective o):
+             to Weigh Losses for Scene Geometry and Semantics", CVPR 2018), one task per (bucket b,
+             objective o):
 
                  L = sum_{(b, o) in the batch} exp(-s_{b,o}) L_{b,o} + s_{b,o},
 
@@ -52,7 +53,9 @@ The weight ``w`` is a registered component (``weighting: {kind: ...}``):
              exp(-s*) = 1 / L_{b,o}, so w_b tends to L_{b,llm} / (L_{b,click} + L_{b,llm}): the
              objective a bucket fits worse (larger loss, noisier labels) weighs less, while the
              + s term keeps either weight from collapsing to 0 (a weight learned on the training
-             loss alone would drop whichever objective has the larger loss). ``init`` sets the
+             loss alone would drop whichever objective has the larger loss). (The paper's
+             classification form has + s / 2, s = log sigma^2; the factor halves exp(-s*) for both
+             objectives of a bucket and leaves w_b unchanged.) ``init`` sets the
              start: ``{high: 0.8, medium: 0.3, low: 0.1}`` (one value in (0, 1) per bucket of the
              bucketing; ``unseen`` optional, else the last bucket's) or a sigmoid weighting
              ``{kind: sigmoid, midpoint, slope}`` (w_b^0 = the mean of the sigmoid over the click
@@ -72,12 +75,15 @@ evaluation's frequency segments do.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from uptrain.labels.examples import LabelledQuery
 from uptrain.labels.sources import LabelConfigError, LabelSource, _plain, build_examples, parse_spec, register, spec_key
+
+log = logging.getLogger("uptrain")
 
 WEIGHTINGS: dict[str, type] = {}
 
@@ -566,6 +572,14 @@ class FamolSource(_Composite):
         if learned:
             init, init_counts = self.weighting.initial(freq, bucket_of, self.bucket_names)
             counts.update(init_counts)
+            if init_counts.get("init_clipped"):
+                log.warning("famol: the learned weights of bucket(s) %s start at the sigmoid's mean clipped to "
+                            "[%g, %g] (s = -ln w must be finite)", init_counts["init_clipped"], INIT_MARGIN,
+                            1 - INIT_MARGIN)
+            if init_counts.get("init_buckets_without_log_queries"):
+                log.warning("famol: bucket(s) %s hold no query of the click log; their learned weights start at "
+                            "the sigmoid at 0 sessions and no example trains them",
+                            init_counts["init_buckets_without_log_queries"])
         out, tags = [], []
         weights: dict[str, list[float]] = {}
         for objective, spec in (("click", self.click), ("llm", self.llm)):

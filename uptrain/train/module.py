@@ -81,7 +81,9 @@ class FamolObjective(nn.Module):
     L = sum_{(b, o) in the batch} exp(-s_{b,o}) L_o(rows of b and o) + s_{b,o}, with ``log_variance``
     [buckets, 2] = s (column 0 the click objective, 1 the LLM one) initialised from the plan's
     w_b^0 as s_{b,click} = -ln w_b^0, s_{b,llm} = -ln(1 - w_b^0). The effective click weight is
-    :meth:`click_weights`. See :mod:`uptrain.labels.frequency` for the definitions.
+    :meth:`click_weights`. The learned loss is a sum over the batch's (bucket, objective) terms, as
+    Kendall et al.'s is over tasks, not their mean: the ranker's gradient is up to 2 x buckets terms,
+    each weighted by exp(-s). See :mod:`uptrain.labels.frequency` for the definitions.
     """
 
     def __init__(self, plan):
