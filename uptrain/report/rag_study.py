@@ -25,7 +25,8 @@ counted and listed. Written to ``--out``:
     paper's tables: ``+`` / ``-`` significantly better / worse than ``rag_human``, ``†``
     significantly better than REPLUG with the same share of human labels (``rag_replug``; for a
     ``*_cl20`` / ``*_cl100`` run ``rag_replug_cl20`` / ``rag_replug_cl100``, or ``rag_replug``
-    when that run is absent, which the Runs table says); each a two-sided paired t-test
+    when that run is absent, which the Runs table says; on every row but that REPLUG run's own,
+    Human's included, which the paper leaves unmarked); each a two-sided paired t-test
     (:func:`uptrain.evaluate.significance.paired_ttest`, scipy's ``ttest_rel``) over the
     per-question values of ``metrics.json``'s ``per_query`` at alpha = 0.05. BLEU-4's cell is
     corpus BLEU, which has no per-question value; its test uses the per-question smoothed sentence
@@ -45,8 +46,8 @@ counted and listed. Written to ``--out``:
     hold``, ``not run``), the numbers and tests in the evidence and the same comparison on the
     paper's Table 5 beside it (values and published markers; the paper does not test every pair):
 
-    (a) utility labels give better RAG than REPLUG: ``rag_utilsel`` and ``rag_utilrank`` (when
-        run) against ``rag_replug`` on F1 at top-5 and answer recall@5;
+    (a) utility labels give better RAG than REPLUG: ``rag_utilsel`` and ``rag_utilrank`` against
+        ``rag_replug`` on F1 at top-5 and answer recall@5;
     (b) REPLUG (Human) (REPLUG scoring gold answers, ``rag_replug_gold``) gives better RAG than
         REPLUG on pseudo answers (``rag_replug``), the same two measures;
     (c) UtilSel-CL20% is close to Human: its F1 at top-5 is not significantly below
@@ -61,10 +62,12 @@ counted and listed. Written to ``--out``:
 
     "holds" needs every comparison in the finding's direction and significant; "holds, not
     significant" the direction without significance (or without per-question values to test);
-    a tie is not "better" and does not hold. A missing run or measure makes a finding ``not
-    run`` with the reason. Then one generator check line: when the gold-passage F1 is below
-    :data:`GOLD_F1_LOW` the generator answers poorly even from the gold passage, so answer
-    measures separate retrievers weakly and answer recall is the more informative column.
+    a tie is not "better" and does not hold. A missing run, or a missing measure (a depth not
+    generated, no gold-passage reference for (e)) where no evaluated part already fails, makes a
+    finding ``not run`` with the reason, the evaluated parts still in its evidence. Then one
+    generator check line: when the gold-passage F1 is below :data:`GOLD_F1_LOW` the generator
+    answers poorly even from the gold passage, so answer measures separate retrievers weakly and
+    answer recall is the more informative column.
 ``study.json``
     every value of the tables with its markers, p-values and numbers of paired questions, the
     paper columns and orderings, the findings and the counts of everything skipped.
@@ -425,17 +428,18 @@ def _above(study: Study, a: str, b: str, col: Col) -> Check:
     return rec["value_a"] > rec["value_b"], text, significant, rec
 
 
-def _combine(checks: Sequence[Check], prefix: str = "") -> dict[str, Any]:
-    """holds: every evaluated check in the right direction and, where a test applies, significant;
-    holds, not significant: the direction without significance (or untestable); does not hold: any check
-    in the wrong direction (a tie included); not run: nothing evaluated."""
-    text = prefix + "; ".join(c[1] for c in checks)
+def _combine(checks: Sequence[Check]) -> dict[str, Any]:
+    """does not hold: any evaluated check in the wrong direction (a tie included), whatever else is missing;
+    else not run: some check could not be evaluated (a measure missing); holds: every check in the right
+    direction and, where a test applies, significant; holds, not significant: the direction without
+    significance (or without per-question values to test)."""
+    text = "; ".join(c[1] for c in checks)
     known = [c for c in checks if c[0] is not None]
     records = [c[3] for c in checks if len(c) > 3 and c[3] is not None]
-    if not known:
-        status = NOT_RUN
-    elif not all(c[0] for c in known):
+    if not all(c[0] for c in known):
         status = FAILS
+    elif len(known) < len(checks):
+        status = NOT_RUN
     elif any(c[2] is False for c in known):
         status = HOLDS_NS
     else:
@@ -453,13 +457,10 @@ def _gap(study: Study, names: Sequence[str]) -> dict[str, Any] | None:
 
 
 def utility_over_replug(study: Study) -> dict[str, Any]:
-    if gap := _gap(study, ["rag_utilsel", REPLUG]):
+    methods = ["rag_utilsel", "rag_utilrank"]
+    if gap := _gap(study, methods + [REPLUG]):
         return gap
-    methods = [n for n in ("rag_utilsel", "rag_utilrank") if n in study.runs]
-    out = _combine([_above(study, n, REPLUG, c) for n in methods for c in (answer_col("F1", TOP), recall_col(TOP))])
-    if "rag_utilrank" not in study.runs:
-        out["evidence"] += "; rag_utilrank not run (UtilSel alone)"
-    return out
+    return _combine([_above(study, n, REPLUG, c) for n in methods for c in (answer_col("F1", TOP), recall_col(TOP))])
 
 
 def replug_gold_over_replug(study: Study) -> dict[str, Any]:
@@ -499,8 +500,8 @@ def llm_matches_human(study: Study) -> dict[str, Any]:
         return gap
     parts = [_close(study, "rag_utilsel", HUMAN, c) for c in (answer_col("F1", TOP), recall_col(TOP))]
     known = [s for s, _, _ in parts if s is not None]
-    text = "; ".join(f"{t} -> {s or 'not evaluated'}" for s, t, _ in parts)
-    status = NOT_RUN if not known else (FAILS if "short" in known else HOLDS)
+    text = "; ".join(f"{t} -> {s}" if s else t for s, t, _ in parts)
+    status = FAILS if "short" in known else (NOT_RUN if len(known) < len(parts) else HOLDS)
     return {"status": status, "evidence": text, "checks": [r for _, _, r in parts]}
 
 
@@ -586,7 +587,7 @@ def generator_check(references: Mapping[str, Any]) -> dict[str, Any]:
                 "Answer measures therefore separate retrievers weakly; answer recall@k, which needs no generator, "
                 "is the more informative column.")
         return {"status": "low", "gold_F1": f1, "threshold": GOLD_F1_LOW, "text": text}
-    text = (f"Generator check: the generator reaches F1 {f1:.3f} {where} (at least {GOLD_F1_LOW}): answer measures "
+    text = (f"Generator check: the generator reaches F1 {f1:.3f} {where}, at least {GOLD_F1_LOW}: answer measures "
             "can tell retrievers apart.")
     return {"status": "ok", "gold_F1": f1, "threshold": GOLD_F1_LOW, "text": text}
 
