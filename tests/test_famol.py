@@ -363,6 +363,7 @@ def test_fit_records_the_weights_and_a_resumed_fit_continues_the_trajectory(tmp_
 # ---- the experiment through the CLI ----------------------------------------------------------------------
 
 @needs_data
+@pytest.mark.slow
 def test_famol_learned_experiment_writes_the_weights_and_per_bucket_measures(cli_env, tmp_path):
     run_cli(["+exp=famol_learned", *TINY, "labels.weightings.learned.record_every=2",
              f"hydra.run.dir={tmp_path / 'run'}"], cli_env, tmp_path)
