@@ -26,7 +26,7 @@ RAG_EXPS := rag_bm25,rag_zeroshot,rag_human,rag_replug,rag_replug_gold,rag_relse
 # also holds the low- and high-quality runs) or transformers (SmolLM2-135M-Instruct on this CPU).
 CLICKS_ANNOTATOR ?= simulated
 comma := ,
-CLICKS_EXPS := cvl_bm25,cvl_zeroshot,cvl_human,cvl_click_ctr,cvl_click_dbn,cvl_click_ips,cvl_llm,cvl_both,schedule_llm_click,schedule_click_llm,schedule_bucketwise,famol,famol_step,famol_constant$(if $(filter simulated,$(CLICKS_ANNOTATOR)),$(comma)cvl_llm_low$(comma)cvl_llm_high,)
+CLICKS_EXPS := cvl_bm25,cvl_zeroshot,cvl_human,cvl_click_ctr,cvl_click_dbn,cvl_click_ips,cvl_llm,cvl_both,schedule_llm_click,schedule_click_llm,schedule_bucketwise,famol,famol_step,famol_constant,famol_learned,famol_losses$(if $(filter simulated,$(CLICKS_ANNOTATOR)),$(comma)cvl_llm_low$(comma)cvl_llm_high,)
 CLICKS_TAG ?= $(PROFILE)$(if $(filter simulated,$(CLICKS_ANNOTATOR)),,-$(CLICKS_ANNOTATOR))
 CLICKS_DIR := experiments/clicks_vs_llm
 

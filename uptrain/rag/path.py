@@ -81,7 +81,7 @@ class RagPath(EvalPath):
         return {
             "k": ks, "primary_k": int(primary), "recall_k": recall, "references": refs,
             "max_questions": rag.get("max_questions"), "seed": int(rag.get("seed", 0)),
-            "first_line": bool(rag.get("first_line", True)), "batch_queries": int(rag.get("batch_queries", 4)),
+            "first_line": bool(rag.get("first_line", True)), "batch_queries": int(rag.get("batch_queries", 8)),
             "generator": OmegaConf.to_container(generator, resolve=True),
             "collections": list(rag.collections) if rag.get("collections") else None,
         }

@@ -94,8 +94,9 @@ EXTRA_BUCKETS = ("unseen",)  # shown in the table where a run has it; no verdict
 GROUP, COLLECTION = "clicks", "clicks_test"
 BASELINE = "cvl_bm25"
 CLICK, LLM = "cvl_click_dbn", "cvl_llm"
-COMBINED = ("schedule_llm_click", "schedule_click_llm", "schedule_bucketwise", "famol", "famol_step")
-FAMOL = ("famol", "famol_step")
+COMBINED = ("schedule_llm_click", "schedule_click_llm", "schedule_bucketwise", "famol", "famol_step", "famol_learned",
+            "famol_losses")
+FAMOL = ("famol", "famol_step", "famol_learned", "famol_losses")
 MEASURE = "nDCG@10"
 ALPHA = 0.05
 # finding 1: the side each bucket should favour (+1: the click run above the LLM run)
@@ -598,12 +599,32 @@ def famol_curves(runs: list[StudyRun]) -> tuple[list[dict[str, Any]], list[str]]
             w = make_weighting(spec)
         except (ConfigError, ValueError) as e:
             raise SweepError(f"{run.path}: config.yaml, the famol phase's weighting {spec!r}: {e}") from None
+        if getattr(w, "learned", False):
+            # what training learned (the phase's train_stats.json: famol.final), one weight per bucket
+            final = _learned_weights(run.path)
+            if final is None:
+                notes.append(f"run '{run.name}' learns its weights and its training artifact holds none: not drawn")
+                continue
+            w = make_weighting({"kind": "step", "weights": final})
+            w.kind = "learned"
         points = [(f, b, w(f, b)) for f, b in ((s, b) for b, s in run.query_map.values())]
         out.append({"name": run.name, "label": run.label, "weighting": w.spec(), "object": w, "points": points})
     for run in runs:
         if run.name in FAMOL and run.config() is None:
             notes.append(f"run '{run.name}' has no config.yaml: its weight is not drawn")
     return out, notes
+
+
+def _learned_weights(run_dir: Path) -> dict[str, float] | None:
+    """The learned per-bucket click weights of a run's FAMOL phase (``artifacts/train_*/train_stats.json``)."""
+    for stats in sorted(Path(run_dir).glob("artifacts/train_*/train_stats.json")):
+        try:
+            final = (json.loads(stats.read_text()).get("famol") or {}).get("final")
+        except (OSError, json.JSONDecodeError):
+            continue
+        if final:
+            return {str(b): float(v) for b, v in final.items()}
+    return None
 
 
 def famol_weight_plot(curves: list[dict[str, Any]], ranges: dict[str, dict], buckets: list[str], path: Path) -> str:

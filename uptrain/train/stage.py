@@ -256,6 +256,10 @@ class TrainStage(Stage[RankingModel]):
                 learned["max_abs_error"] = round(max(abs(a - b) for a, b in zip(learned["examination"],
                                                                                   learned["true_examination"])), 6)
             examination_plot(learned["examination"], true_exam, out / "examination.png")
+        if progress.get("famol"):
+            from uptrain.labels.frequency import famol_weight_plot
+
+            famol_weight_plot(progress["famol"], out / "famol_weights.png")  # learned weights only
         stats = {
             "phase": self.phase,
             "family": model.family,
@@ -303,6 +307,12 @@ class TrainStage(Stage[RankingModel]):
                          + f" (max abs error {learned_all['max_abs_error']:.3f}).")
             if (artifact.path / "examination.png").is_file():
                 text += f"\n\n![examination curve]({artifact.path / 'examination.png'})"
+        if st.get("famol"):
+            from uptrain.labels.frequency import famol_report
+
+            text += " " + famol_report(st["famol"])
+            if (artifact.path / "famol_weights.png").is_file():
+                text += f"\n\n![FAMOL weights]({artifact.path / 'famol_weights.png'})"
         cut = st.get("truncation") or {}
         if any(v for k, v in cut.items() if k.endswith("truncated")):
             text += " Cut while training: " + ", ".join(
@@ -332,6 +342,7 @@ def fit_model(model: RankingModel, loss, dataset, hp: Mapping[str, Any], trainer
         model, loss, lr=hp["lr"], weight_decay=hp.get("weight_decay", 0.01),
         warmup_ratio=hp.get("warmup_ratio", 0.1), in_batch_negatives=hp.get("in_batch_negatives", True),
         cross_device=hp.get("cross_device", True), head_lr_scale=hp.get("head_lr_scale", 1.0),
+        famol=getattr(dataset, "famol", None),  # a FAMOL phase's plan: per-objective losses, learned weights
     )
     ckpt_dir = work / "checkpoints"
     checkpoint = ModelCheckpoint(
