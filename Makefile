@@ -19,7 +19,7 @@ REPRO_ARGS ?=
 
 # The RAG half of the same study (its Tables 3 and 5): the retrievers trained on SQuAD's training articles,
 # evaluated on its unseen articles by retrieval and by the answers of the generator (the rag path).
-RAG_EXPS := rag_bm25,rag_zeroshot,rag_human,rag_replug,rag_replug_gold,rag_relsel,rag_utilsel,rag_utilrank,rag_utilsel_cl20,rag_utilrank_cl20,rag_replug_cl20,rag_utilsel_cl100,rag_utilrank_cl100,rag_replug_cl100
+RAG_EXPS := rag_bm25,rag_zeroshot,rag_human,rag_replug,rag_replug_human,rag_replug_pseudo,rag_relsel,rag_utilsel,rag_utilrank,rag_utilsel_cl20,rag_utilrank_cl20,rag_replug_cl20,rag_utilsel_cl100,rag_utilrank_cl100,rag_replug_cl100
 
 # The clicks-vs-LLM-labels study of Yu et al. (arXiv 2511.06635, experiments/clicks_vs_llm/). LLM labels
 # come from CLICKS_ANNOTATOR: simulated (drawn from the human labels at a stated quality; the matrix then

@@ -98,14 +98,14 @@ MAIN = {
     "rag_bm25": ("BM25", B - 0.2 + noise(0.03, 3), 3),
     "rag_human": ("Human", B, 7),
     "rag_replug": ("REPLUG", REPLUG_F1, 5),
-    "rag_replug_gold": ("REPLUG (Human)", REPLUG_F1 + 0.02 + noise(0.15, 4), 6),  # above, not significantly
+    "rag_replug_human": ("REPLUG (Human)", REPLUG_F1 + 0.02 + noise(0.15, 4), 6),  # above, not significantly
     "rag_relsel": ("RelSel", B - 0.05 + noise(0.05, 5), 6),
     "rag_utilsel": ("UtilSel", REPLUG_F1 + 0.2 + noise(0.02, 6), 10),  # clearly above REPLUG and Human
     "rag_utilrank": ("UtilRank", REPLUG_F1 + 0.15 + noise(0.02, 7), 10),
     "rag_replug_cl20": ("REPLUG-CL20%", B - 0.03 + noise(0.02, 8), 7),
     "rag_utilsel_cl20": ("UtilSel-CL20%", B - 0.005 + noise(0.1, 9), 7),  # close to Human, not significantly below
 }
-PAPER_ORDER = ["rag_bm25", "rag_zeroshot", "rag_human", "rag_replug", "rag_replug_gold", "rag_relsel", "rag_utilsel",
+PAPER_ORDER = ["rag_bm25", "rag_zeroshot", "rag_human", "rag_replug", "rag_replug_human", "rag_relsel", "rag_utilsel",
                "rag_utilrank", "rag_replug_cl20", "rag_utilsel_cl20"]
 
 
@@ -220,7 +220,7 @@ def test_markers_are_exactly_the_significant_paired_tests(main_sweep):
     assert us["human"]["n"] == N
     assert row(data, "rag_replug")["cells"]["F1@top5"]["marker"] == "-"
     assert row(data, "rag_human")["cells"]["F1@top5"]["human"] is None  # no test against itself
-    assert "†" not in row(data, "rag_replug_gold")["cells"]["F1@top5"]["marker"]  # above REPLUG, not significantly
+    assert "†" not in row(data, "rag_replug_human")["cells"]["F1@top5"]["marker"]  # above REPLUG, not significantly
     # the curriculum's dagger compares with REPLUG at the same share of human labels
     assert row(data, "rag_utilsel_cl20")["replug"]["name"] == "rag_replug_cl20"
     assert row(data, "rag_relsel")["replug"]["name"] == "rag_replug"
@@ -249,7 +249,7 @@ def test_verdicts_on_the_main_sweep(main_sweep):
     assert f"rag_utilsel {MAIN['rag_utilsel'][1].mean():.3f} vs rag_replug {REPLUG_F1.mean():.3f}" in a["evidence"]
     assert f"p = {p:.3g}" in a["evidence"]
     assert len(a["checks"]) == 4  # UtilSel and UtilRank, F1 and answer recall
-    b = finding(data, "replug_gold_over_replug")  # above, but not significantly
+    b = finding(data, "replug_human_over_replug")  # above, but not significantly
     assert b["status"] == HOLDS_NS
     assert all(c["test"]["p"] >= 0.05 for c in b["checks"])
     assert finding(data, "cl20_close_to_human")["status"] == HOLDS
@@ -273,13 +273,13 @@ def test_spearman_rho_is_scipys_on_the_runs_values(main_sweep):
 
 def test_ties_do_not_hold_and_missing_runs_are_not_run(tmp_path):
     runs = {"rag_human": MAIN["rag_human"], "rag_replug": MAIN["rag_replug"],
-            "rag_replug_gold": ("REPLUG (Human)", REPLUG_F1, 5),  # the same values as REPLUG
+            "rag_replug_human": ("REPLUG (Human)", REPLUG_F1, 5),  # the same values as REPLUG
             "rag_utilsel": ("UtilSel", REPLUG_F1, 5), "rag_utilrank": ("UtilRank", REPLUG_F1 + 0.3, 9)}
     data = run_study([write_sweep(tmp_path / "s", runs)], tmp_path / "out", references=[])
-    b = finding(data, "replug_gold_over_replug")
+    b = finding(data, "replug_human_over_replug")
     assert b["status"] == FAILS
     assert all(c["test"]["p"] == 1.0 for c in b["checks"])
-    assert row(data, "rag_replug_gold")["cells"]["F1@top5"]["marker"] == "-"  # below Human; no dagger on a tie
+    assert row(data, "rag_replug_human")["cells"]["F1@top5"]["marker"] == "-"  # below Human; no dagger on a tie
     a = finding(data, "utility_over_replug")  # UtilRank far above, UtilSel tied: one check fails
     assert a["status"] == FAILS
     assert row(data, "rag_utilsel")["cells"]["F1@top5"]["marker"] == "-"
