@@ -70,9 +70,15 @@ class AnnotatorStage(Stage[T]):
         self._check_config()
         self.batch_queries = int(batch_queries)
         try:
-            self.renderer = PromptRenderer(version=self.annotator.get("prompt_version", "v1"))
+            self.renderer = PromptRenderer(version=self.annotator.get("prompt_version", "v1"),
+                                           guard=self.annotator.get("guard"))
         except FileNotFoundError as exc:
             raise ConfigError(f"annotator.prompt_version: {exc}") from None
+        except ValueError as exc:
+            raise ConfigError(f"annotator.guard: {exc}. Unset (the default) renders the prompts unguarded") from None
+        if self.annotator.get("guard") is not None:
+            # one spelling per guard in cache keys ("fence", ["fence"]; "" or [] is no guard: the default's key)
+            self.annotator["guard"] = self.renderer.guard_name if self.renderer.guard else None
         self._backend: Backend | None = None
         self._pipelines: dict[tuple, Any] = {}
 
@@ -158,12 +164,16 @@ class AnnotatorStage(Stage[T]):
         return Backend.config_spec(config)  # a backend outside the interface: its settings as given
 
     def model_spec(self) -> dict:
-        """What determines every prompt's model outputs: the backend, the prompts, the passage cap."""
-        return {
+        """What determines every prompt's model outputs: the backend, the prompts (and how passages
+        are rendered into them, ``annotator.guard``, when set), the passage cap."""
+        spec = {
             "backend": self.backend_spec(),
             "prompts": self.renderer.fingerprint(),
             "max_passage_words": self.annotator.get("max_passage_words"),
         }
+        if self.annotator.get("guard") is not None:  # absent: the keys of earlier runs stay valid
+            spec["guard"] = self.annotator["guard"]
+        return spec
 
     def annotator_spec(self) -> dict:
         """Everything about the annotator that determines its generated answers: model, decoding,
