@@ -3,6 +3,16 @@
 Every backend takes the same rendered prompts (lists of chat messages) and returns
 raw text; parsing is shared (:mod:`uptrain.annotate.parse`), so the transformers and
 vLLM backends differ only in how they run the model.
+
+Single-token scoring (:meth:`Backend.next_token_logprobs`): the log-probability of each
+candidate string as the next token after a chat prompt (rendered with the generation prompt),
+from one forward pass and no decoding; the annotators ``relsel: pointwise_logit`` (P("yes"))
+and ``utilrank: first`` (FIRST, Reddy et al. 2024: the first label's logits rank a window) use it.
+A candidate is scored by its *first token*, taken both without and with a leading space
+(``"yes"`` and ``" yes"``; a variant whose first token is whitespace only, as ``" 1"`` -> ``" "``
+in a digit-splitting tokenizer, is dropped): its log-probability is the **logsumexp** over its
+distinct variant tokens, the probability that the next token starts the candidate in either
+spelling (:meth:`Backend.candidate_tokens`).
 """
 
 from __future__ import annotations
@@ -10,6 +20,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import ClassVar, Mapping, Sequence
+
+from uptrain.errors import UserError
 
 Messages = list[dict[str, str]]  # [{"role": "system"|"user"|"assistant", "content": "..."}]
 
@@ -43,6 +55,17 @@ class BackendStats:
     output_tokens: int = 0
     seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+
+
+def next_tokens_unsupported(backend: str) -> UserError:
+    """The error of a backend that cannot read next-token probabilities, naming the alternatives."""
+    return UserError(
+        f"The '{backend}' annotator backend cannot score next tokens (it has no next_token_logprobs), "
+        "which the single-token schemes annotator.scheme.relsel=pointwise_logit and "
+        "annotator.scheme.utilrank=first need. Use annotator=transformers, annotator=llamacpp or "
+        "annotator=vllm for them, or the generated-answer schemes (annotator.scheme.relsel=listwise, "
+        "utilrank=windows or sliding)."
+    )
 
 
 class Backend(ABC):
@@ -82,6 +105,39 @@ class Backend(ABC):
     @abstractmethod
     def loglikelihood(self, contexts: Sequence[Messages], continuations: Sequence[str]) -> list[float]:
         """Sum of log-probabilities of each continuation's tokens after its chat context (REPLUG)."""
+
+    def next_token_logprobs(self, prompts: Sequence[Messages], candidates: Sequence[str],
+                            prefix: str = "") -> list[dict[str, float]]:
+        """Per prompt, the log-probability of each candidate's first token as the next token after
+        the chat prompt with its generation prompt (and ``prefix``, the start of the answer, when
+        given): one forward pass per prompt, nothing decoded. See the module docstring for how a
+        candidate maps to tokens. Backends that cannot read next-token probabilities raise a
+        :class:`UserError` naming the alternatives."""
+        raise next_tokens_unsupported(self.name)
+
+    @classmethod
+    def scores_next_tokens(cls) -> bool:
+        """Whether this backend class implements :meth:`next_token_logprobs` (checked without loading a model)."""
+        return cls.next_token_logprobs is not Backend.next_token_logprobs
+
+    def candidate_tokens(self, candidates: Sequence[str]) -> list[tuple[int, ...]] | None:
+        """The token ids each candidate is scored by: the first token of the candidate and of the
+        candidate after a space, a whitespace-only token dropped, duplicates removed (None for a
+        backend without a Hugging Face tokenizer). A candidate with no usable token is a ValueError."""
+        tok = getattr(self, "tokenizer", None)
+        if tok is None or not hasattr(tok, "decode"):
+            return None
+        out = []
+        for cand in candidates:
+            ids: list[int] = []
+            for text in (str(cand), " " + str(cand)):
+                first = tok(text, add_special_tokens=False)["input_ids"][:1]
+                if first and tok.decode(first).strip() and first[0] not in ids:
+                    ids.append(int(first[0]))
+            if not ids:
+                raise ValueError(f"the candidate {cand!r} has no token to score (empty or whitespace only)")
+            out.append(tuple(ids))
+        return out
 
     @property
     def max_context(self) -> int:

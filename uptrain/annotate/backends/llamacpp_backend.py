@@ -11,6 +11,12 @@ evaluates only the tokens after the prefix it shares with it (the chat template,
 message and the instruction, when prompts put their shared parts first). Prompts run one at
 a time, in the order given. The counts are in ``stats.extra["prefix_cache"]``.
 
+Next-token scoring (:meth:`LlamaCppBackend.next_token_logprobs`): each prompt (and the answer
+prefix) evaluated once, reusing the previous prompt's shared prefix, and the log-softmax of the
+last position's logits read from llama.cpp (``llama_get_logits_ith``); a candidate's
+log-probability is the logsumexp over its first token without and with a leading space
+(:meth:`Backend.candidate_tokens`), exactly as in the transformers backend.
+
 ``llama_cpp`` is imported only when a backend is built: ``pip install .[llamacpp]``
 compiles llama.cpp from source at install time (no wheel on PyPI for it; CMake and a C++
 compiler are needed, and it takes minutes; see the README).
@@ -237,6 +243,35 @@ class LlamaCppBackend(ChatTemplatePrompts, Backend):
         logits = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.llm.n_vocab(),)).astype(np.float64)
         top = logits.max()
         return logits - top - np.log(np.exp(logits - top).sum())
+
+    def _eval_reusing(self, ids: list[int]) -> None:
+        """Evaluate ``ids``, keeping the keys and values of the prefix shared with the last prompt."""
+        self._count_reuse(ids)
+        keep = min(_common_prefix(self.llm._input_ids.tolist(), ids), len(ids) - 1) if self.llm.n_tokens else 0
+        self.llm.n_tokens = keep  # eval() drops the keys and values after it
+        self.llm.eval(ids[keep:])
+
+    def next_token_logprobs(self, prompts: Sequence[Messages], candidates: Sequence[str],
+                            prefix: str = "") -> list[dict[str, float]]:
+        """Per prompt, each candidate's next-token log-probability (see the module docstring); one
+        evaluation per prompt, in the order given."""
+        np = self._np
+        start = time.perf_counter()
+        variants = self.candidate_tokens(candidates)
+        tail = self.tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+        results = []
+        for messages in prompts:
+            ids = self._fit(self._prompt_ids(messages) + list(tail), self._max_context, "next_token_logprobs")
+            self._eval_reusing(ids)
+            logprobs = self._last_logprobs()
+            results.append({cand: float(np.logaddexp.reduce([logprobs[t] for t in v]))
+                            for cand, v in zip(candidates, variants)})
+            self.stats.prompt_tokens += len(ids)
+        self.stats.prompts += len(results)
+        info = self.stats.extra.setdefault("next_token", {"prompts": 0})
+        info["prompts"] += len(results)
+        self.stats.seconds += time.perf_counter() - start
+        return results
 
     def loglikelihood(self, contexts: Sequence[Messages], continuations: Sequence[str]) -> list[float]:
         """Each continuation's log-probability, one token at a time after its context (the context's

@@ -13,6 +13,12 @@ once, its keys and values are kept (a few per distinct prefix) and expanded to t
 only the rest of every prompt is computed. The batch is laid out ``[prefix][padding][rest]``
 with the padding masked and positions counted over real tokens, which is the same computation
 as left padding; at fp32, greedy outputs equal those without the cache (tested).
+
+Next-token scoring (:meth:`TransformersBackend.next_token_logprobs`): batched forward passes over
+left-padded prompts (positions counted over real tokens, as in ``loglikelihood``), the log-softmax
+of the logits at the last position; a candidate's log-probability is the logsumexp over its first
+token without and with a leading space (:meth:`Backend.candidate_tokens`). The prefix cache is not
+used there: one forward pass per prompt has no decoding to amortise it over.
 """
 
 from __future__ import annotations
@@ -324,6 +330,54 @@ class TransformersBackend(ChatTemplatePrompts, Backend):
         return gens
 
     # --- scoring --------------------------------------------------------------
+    def next_token_logprobs(self, prompts: Sequence[Messages], candidates: Sequence[str],
+                            prefix: str = "") -> list[dict[str, float]]:
+        """Per prompt, each candidate's next-token log-probability (logsumexp over its variant tokens,
+        :meth:`Backend.candidate_tokens`) after the chat prompt, its generation prompt and the token
+        ids of ``prefix`` (tokenized alone, as the model would have generated them); one batched,
+        left-padded forward pass per ``batch_size`` prompts, only the last position's logits kept."""
+        torch = self._torch
+        if not prompts:
+            return []
+        start = time.perf_counter()
+        variants = self.candidate_tokens(candidates)
+        tail = self.tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+        encoded = []
+        for messages in prompts:
+            ids = self._prompt_ids(messages) + list(tail)
+            if len(ids) > self._max_context:
+                ids = ids[-self._max_context:]
+                self._count_cut("next_token_logprobs", self._max_context)
+            encoded.append(ids)
+        flat = sorted({t for v in variants for t in v})
+        column = {t: i for i, t in enumerate(flat)}
+        index = torch.tensor(flat, dtype=torch.long, device=self.device)
+        results: list[dict[str, float] | None] = [None] * len(encoded)
+        for batch in self._batches([len(e) for e in encoded]):
+            ids, mask = self._left_pad([encoded[i] for i in batch])
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
+            with torch.inference_mode(), precision.autocast(self.dtype, self.device):
+                try:
+                    logits = self.model(**inputs, logits_to_keep=1).logits
+                except TypeError:
+                    logits = self.model(**inputs).logits
+                logprobs = torch.log_softmax(logits[:, -1, :].float(), dim=-1)
+                picked = logprobs.index_select(-1, index).cpu()
+            for row, i in enumerate(batch):
+                results[i] = {
+                    cand: float(torch.logsumexp(picked[row, [column[t] for t in v]], dim=0))
+                    for cand, v in zip(candidates, variants)
+                }
+        self.stats.prompts += len(encoded)
+        self.stats.prompt_tokens += sum(len(e) for e in encoded)
+        # prompts scored (one forward pass each, nothing decoded) and the batches they ran in
+        info = self.stats.extra.setdefault("next_token", {"prompts": 0, "batches": 0})
+        info["prompts"] += len(encoded)
+        info["batches"] += len(self._batches([len(e) for e in encoded]))
+        self.stats.seconds += time.perf_counter() - start
+        return [r for r in results if r is not None]
+
     def loglikelihood(self, contexts: Sequence[Messages], continuations: Sequence[str]) -> list[float]:
         torch = self._torch
         if len(contexts) != len(continuations):

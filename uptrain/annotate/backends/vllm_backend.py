@@ -1,6 +1,16 @@
 """Annotator on vLLM (CUDA GPUs): same prompts and outputs as the transformers backend, with paged batching.
 
 ``vllm`` is imported only when a backend is built, so the rest of the package works without it.
+
+Next-token scoring (:meth:`VLLMBackend.next_token_logprobs`): one request per prompt with
+``SamplingParams(max_tokens=1, temperature=0, logprobs=TOP_LOGPROBS)`` on the prompt's token ids
+(chat template with the generation prompt, then the answer prefix), reading the log-probabilities of
+the first generated position. vLLM returns only the top ``TOP_LOGPROBS`` tokens there (20, vLLM's
+default ``max_logprobs``); a candidate token outside them is not guessed: it is scored exactly by a
+second request that appends the token to the prompt and reads its prompt log-probability
+(``prompt_logprobs=1``), and counted (``stats.extra["next_token"]["outside_top_n"]``). A candidate's
+log-probability is the logsumexp over its first token without and with a leading space
+(:meth:`Backend.candidate_tokens`).
 """
 
 from __future__ import annotations
@@ -73,6 +83,8 @@ def _import_vllm():
 
 class VLLMBackend(Backend):
     name = "vllm"
+    #: log-probabilities vLLM returns per generated position in next_token_logprobs (its default max_logprobs)
+    TOP_LOGPROBS = 20
 
     def __init__(
         self,
@@ -181,6 +193,51 @@ class VLLMBackend(Backend):
     def _render(self, messages: Messages) -> list[int]:
         text = self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def next_token_logprobs(self, prompts: Sequence[Messages], candidates: Sequence[str],
+                            prefix: str = "") -> list[dict[str, float]]:
+        """Per prompt, each candidate's next-token log-probability (see the module docstring: the
+        top ``TOP_LOGPROBS`` of one generated token, an exact second request for tokens outside them)."""
+        import math
+
+        if not prompts:
+            return []
+        start = time.perf_counter()
+        variants = self.candidate_tokens(candidates)
+        tail = self.tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+        requests = [{"prompt_token_ids": (self._render(m) + list(tail))[-(self._max_context - 1):]} for m in prompts]
+        sampling = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, logprobs=self.TOP_LOGPROBS)
+        outputs = self.llm.generate(requests, sampling_params=sampling, use_tqdm=False)
+        if len(outputs) != len(requests):
+            raise RuntimeError(f"vLLM returned {len(outputs)} outputs for {len(requests)} prompts")
+        found: list[dict[int, float]] = []
+        missing: list[tuple[int, int]] = []  # (prompt, token) pairs outside the returned top-N
+        wanted = sorted({t for v in variants for t in v})
+        for i, out in enumerate(outputs):
+            top = out.outputs[0].logprobs[0]
+            found.append({t: float(top[t].logprob) for t in wanted if t in top})
+            missing += [(i, t) for t in wanted if t not in top]
+        if missing:
+            extra = [{"prompt_token_ids": requests[i]["prompt_token_ids"] + [t]} for i, t in missing]
+            rescore = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
+            for (i, t), out in zip(missing, self.llm.generate(extra, sampling_params=rescore, use_tqdm=False)):
+                found[i][t] = float(out.prompt_logprobs[-1][t].logprob)
+        results = []
+        for scores in found:
+            row = {}
+            for cand, v in zip(candidates, variants):
+                vals = [scores[t] for t in v]
+                top = max(vals)
+                row[cand] = top + math.log(sum(math.exp(x - top) for x in vals)) if top > -math.inf else -math.inf
+            results.append(row)
+        info = self.stats.extra.setdefault("next_token", {"prompts": 0, "outside_top_n": 0, "rescoring_requests": 0})
+        info["prompts"] += len(requests)
+        info["outside_top_n"] += len(missing)
+        info["rescoring_requests"] += len(missing)
+        self.stats.prompts += len(requests)
+        self.stats.prompt_tokens += sum(len(r["prompt_token_ids"]) for r in requests)
+        self.stats.seconds += time.perf_counter() - start
+        return results
 
     def loglikelihood(self, contexts: Sequence[Messages], continuations: Sequence[str]) -> list[float]:
         if len(contexts) != len(continuations):
