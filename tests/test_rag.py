@@ -257,6 +257,27 @@ def test_generator_resumes_after_a_kill_without_repeating_a_question(tmp_path):
     assert list(got["answers"]) == list(coll.queries)
 
 
+def test_a_prompt_seen_before_reuses_its_answer_and_a_torn_memo_line_is_ignored(tmp_path):
+    coll = SquadSource(squad_json(tmp_path / "dev.json")).load()
+    inputs = {"data": types.SimpleNamespace(value=coll)}
+    first = build(GenerateStage(echo_cfg(), k=5, context="gold", memo_dir=tmp_path / "memo"), tmp_path / "a",
+                  tmp_path / "aw", inputs)
+    calls = EchoGenerator.calls
+    assert first["stats"]["answers_reused"] == 0 and calls == 2  # two batches of four
+    memo = next((tmp_path / "memo").glob("*.jsonl"))
+    with open(memo, "a") as f:
+        f.write('{"prompt": "torn')  # a writer killed in the middle of a line
+    # gold passages up to 5 and up to 1 are the same one passage here: the same prompts, no model call
+    second = build(GenerateStage(echo_cfg(), k=1, context="gold", memo_dir=tmp_path / "memo"), tmp_path / "b",
+                   tmp_path / "bw", inputs)
+    assert EchoGenerator.calls == calls and second["stats"]["answers_reused"] == 8
+    assert {q: r["answer"] for q, r in second["answers"].items()} == {q: r["answer"] for q, r in first["answers"].items()}
+    # another prompt (no passage) is generated, and the memo is not in the cache key
+    build(GenerateStage(echo_cfg(), context="none", memo_dir=tmp_path / "memo"), tmp_path / "c", tmp_path / "cw", inputs)
+    assert EchoGenerator.calls == calls + 2
+    assert GenerateStage(echo_cfg(), memo_dir=tmp_path).spec() == GenerateStage(echo_cfg()).spec()
+
+
 def test_question_sample_is_seeded_and_independent_of_order(tmp_path):
     coll = SquadSource(squad_json(tmp_path / "dev.json")).load()
     a = question_sample(coll, 3, seed=1)

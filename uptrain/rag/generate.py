@@ -19,6 +19,14 @@ not fit the model's context lose passage words, never the instruction or the que
 under ``truncation``). Answers are committed one question at a time to resumable shards, so a
 killed run loses nothing done. The stage is keyed by the run (its artifact key), k, the context
 mode, the questions and the generator (model hash, decoding, prompts).
+
+Prompts repeat across runs: two retrievers with the same top-k for a question give the same
+prompt, and the gold and closed-book references are the same for every experiment. With
+``memo_dir`` (the rag path passes ``<cache>/rag_memo``), each distinct prompt is answered once
+per generator (keyed by the generator's full spec and the prompt's text) and its raw answer
+reused by every later stage; reused answers are counted (``answers_reused``). Identical prompts
+then get identical answers in every run, so paired comparisons between runs differ only where
+their passages do.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Mapping
 
@@ -56,6 +65,47 @@ def question_sample(collection, max_questions: int | None, seed: int = 0) -> lis
     return questions
 
 
+class AnswerMemo:
+    """Raw generator answers by prompt, for one generator: an append-only JSONL file, one line a commit
+    (a torn last line from a killed writer is ignored), safe for concurrent appenders."""
+
+    def __init__(self, directory: Path, generator_spec: dict):
+        from uptrain.cache import canonical_json
+
+        self.key = hashlib.sha256(canonical_json(generator_spec).encode()).hexdigest()[:16]
+        self.path = Path(directory) / f"{self.key}.jsonl"
+        self.answers: dict[str, dict] = {}
+        if self.path.is_file():
+            with open(self.path, encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        continue  # a torn line of a killed writer
+                    self.answers[row["prompt"]] = row
+
+    @staticmethod
+    def prompt_key(messages) -> str:
+        from uptrain.cache import canonical_json
+
+        return hashlib.sha256(canonical_json(messages).encode()).hexdigest()
+
+    def get(self, messages) -> dict | None:
+        return self.answers.get(self.prompt_key(messages))
+
+    def put(self, messages, text: str, prompt_tokens: int, output_tokens: int) -> None:
+        row = {"prompt": self.prompt_key(messages), "text": text, "prompt_tokens": int(prompt_tokens),
+               "output_tokens": int(output_tokens)}
+        self.answers[row["prompt"]] = row
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)  # one write of one line: concurrent appenders never interleave it
+        finally:
+            os.close(fd)
+
+
 def top_passages(run: Mapping[str, Mapping[str, float]], query_id: str, k: int) -> list[str]:
     from uptrain.retrieve.runfile import ranked
 
@@ -69,8 +119,10 @@ class GenerateStage(AnnotatorStage[dict]):
     version = 1
 
     def __init__(self, generator: DictConfig | Mapping, k: int = 5, context: str = "run",
-                 max_questions: int | None = None, seed: int = 0, batch_queries: int = 4, first_line: bool = True):
+                 max_questions: int | None = None, seed: int = 0, batch_queries: int = 4, first_line: bool = True,
+                 memo_dir: str | Path | None = None):
         super().__init__(generator, batch_queries)
+        self.memo_dir = Path(memo_dir) if memo_dir else None  # where answers are shared; not in the key
         if context not in CONTEXTS:
             raise ConfigError(f"rag context must be one of {', '.join(CONTEXTS)}, got {context!r}")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -105,6 +157,7 @@ class GenerateStage(AnnotatorStage[dict]):
                               "QA collection (SquadSource, or a BEIR folder with answers.jsonl beside corpus.jsonl)")
         fitter = None
         params = self.generation()
+        memo = AnswerMemo(self.memo_dir, self.annotator_spec()) if self.memo_dir else None
 
         def answer(batch: list[str]) -> list[dict]:
             nonlocal fitter
@@ -118,14 +171,23 @@ class GenerateStage(AnnotatorStage[dict]):
                 prompts.append(messages)
                 shown.append(ids)
                 cuts.append(cut)
-            generations = backend.generate(prompts, params)
+            known = [memo.get(p) if memo else None for p in prompts]
+            todo = [p for p, k in zip(prompts, known) if k is None]
+            fresh = iter(backend.generate(todo, params) if todo else [])
             records = []
-            for q, ids, cut, g in zip(batch, shown, cuts, generations):
-                text, changes = parse_short_answer(g.text, self.first_line)
+            for q, messages, ids, cut, hit in zip(batch, prompts, shown, cuts, known):
+                if hit is None:
+                    g = next(fresh)
+                    raw, prompt_tokens, output_tokens = g.text, g.prompt_tokens, g.output_tokens
+                    if memo is not None:
+                        memo.put(messages, raw, prompt_tokens, output_tokens)
+                else:
+                    raw, prompt_tokens, output_tokens = hit["text"], 0, 0  # no tokens spent on a reused answer
+                text, changes = parse_short_answer(raw, self.first_line)
                 records.append({
-                    "query_id": q, "answer": text, "raw": g.text, "passages": ids,
-                    "prompt_tokens": g.prompt_tokens, "output_tokens": g.output_tokens, **changes,
-                    "truncation": cut.cuts() if cut.prompts_truncated else {},
+                    "query_id": q, "answer": text, "raw": raw, "passages": ids,
+                    "prompt_tokens": prompt_tokens, "output_tokens": output_tokens, **changes,
+                    "reused": hit is not None, "truncation": cut.cuts() if cut.prompts_truncated else {},
                 })
             return records
 
@@ -142,11 +204,15 @@ class GenerateStage(AnnotatorStage[dict]):
             "empty_answers": sum(1 for r in ordered if not r["answer"]),
             "cut_to_first_line": sum(1 for r in ordered if r["cut_to_first_line"]),
             "label_removed": sum(1 for r in ordered if r["label_removed"]),
+            "answers_reused": sum(1 for r in ordered if r.get("reused")),
             "questions_without_passages": sum(1 for r in ordered if not r["passages"]) if self.context != "none" else 0,
             "prompt_tokens": sum(int(r["prompt_tokens"]) for r in ordered),
             "output_tokens": sum(int(r["output_tokens"]) for r in ordered),
             "seconds": round(seconds, 1),
             "seconds_per_question": round(seconds / max(len(ordered), 1), 3),
+            # what a question costs when it is generated (reused answers take no model time)
+            "seconds_per_generated_question": round(
+                seconds / max(sum(1 for r in ordered if not r.get("reused")), 1), 3),
             "truncation": truncation.to_dict(),
         }
         (out / "stats.json").write_text(json.dumps(stats, indent=2))

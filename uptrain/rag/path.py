@@ -82,6 +82,7 @@ class RagPath(EvalPath):
             "k": ks, "primary_k": int(primary), "recall_k": recall, "references": refs,
             "max_questions": rag.get("max_questions"), "seed": int(rag.get("seed", 0)),
             "first_line": bool(rag.get("first_line", True)), "batch_queries": int(rag.get("batch_queries", 8)),
+            "memo": bool(rag.get("share_answers", True)),
             "generator": OmegaConf.to_container(generator, resolve=True),
             "collections": list(rag.collections) if rag.get("collections") else None,
         }
@@ -124,10 +125,10 @@ class RagPath(EvalPath):
             )
         return with_answers
 
-    def _stage(self, settings: dict, k: int, context: str) -> GenerateStage:
+    def _stage(self, settings: dict, k: int, context: str, memo_dir=None) -> GenerateStage:
         return GenerateStage(settings["generator"], k=k, context=context, max_questions=settings["max_questions"],
                              seed=settings["seed"], batch_queries=settings["batch_queries"],
-                             first_line=settings["first_line"])
+                             first_line=settings["first_line"], memo_dir=memo_dir)
 
     def validate(self, cfg: DictConfig) -> None:
         settings = self.settings(cfg)
@@ -165,6 +166,7 @@ class RagPath(EvalPath):
         keep.mkdir(parents=True, exist_ok=True)
         rows = []
         shared = None  # one generator model for every stage of this path (loaded by the first that builds)
+        memo = ctx.runner.cache.root / "rag_memo" if settings["memo"] else None  # answers shared by prompt
 
         def run_stage(stage, deps, label):
             nonlocal shared
@@ -189,7 +191,7 @@ class RagPath(EvalPath):
             for m in recall_names:
                 entry[m] = float(recall.aggregate[m])
             for k in settings["k"]:
-                generated = run_stage(self._stage(settings, k, "run"), {"data": data, "run": run}, f"rag_{name}_top{k}")
+                generated = run_stage(self._stage(settings, k, "run", memo), {"data": data, "run": run}, f"rag_{name}_top{k}")
                 shutil.copyfile(generated.path / "answers.jsonl", keep / f"{name}_top{k}.jsonl")
                 counts: dict = {}
                 result = self._scores(generated, golds, recall, measures, counts)
@@ -201,6 +203,7 @@ class RagPath(EvalPath):
                                          "seconds_per_question": cost["seconds_per_question"],
                                          "empty_answers": cost["empty_answers"],
                                          "label_removed": cost.get("label_removed", 0),
+                                         "answers_reused": cost.get("answers_reused", 0),
                                          "cut_to_first_line": cost.get("cut_to_first_line", 0),
                                          "counts": counts,
                                          "prompts_truncated": cost["truncation"].get("prompts_truncated", 0)}
@@ -209,7 +212,7 @@ class RagPath(EvalPath):
                 rows.append((f"{name}, this run, top-{k}", result.aggregate, cost, k))
             for ref in settings["references"]:
                 k = settings["primary_k"]
-                generated = run_stage(self._stage(settings, k, ref), {"data": data}, f"rag_{name}_{ref}")
+                generated = run_stage(self._stage(settings, k, ref, memo), {"data": data}, f"rag_{name}_{ref}")
                 shutil.copyfile(generated.path / "answers.jsonl", keep / f"{name}_{ref}.jsonl")
                 result = self._scores(generated, golds, None, measures)
                 cost = generated.value["stats"]
@@ -227,12 +230,15 @@ class RagPath(EvalPath):
     def _section(settings: dict, rows: list) -> str:
         backend = settings["generator"].get("backend", {})
         model = backend.get("model", backend.get("_target_", "?"))
-        header = "| answers from | EM | F1 | ROUGE-L | BLEU-4 | answer recall@k | s/question | empty answers |"
-        lines = [header, "|" + " --- |" * 8]
+        header = ("| answers from | EM | F1 | ROUGE-L | BLEU-4 | answer recall@k | s per generated question | "
+                  "answers reused | empty answers |")
+        lines = [header, "|" + " --- |" * 9]
         for label, agg, cost, k in rows:
             recall = f"{agg[f'answer_recall@{k}']:.4f}" if k is not None else "n/a"
+            per = cost.get("seconds_per_generated_question", cost["seconds_per_question"])
             lines.append(f"| {label} | {agg['EM']:.4f} | {agg['F1']:.4f} | {agg['ROUGE-L']:.4f} | {agg['BLEU-4']:.4f} | "
-                         f"{recall} | {cost['seconds_per_question']:.2f} | {cost['empty_answers']} |")
+                         f"{recall} | {per:.2f} | {cost.get('answers_reused', 0)} of {cost['questions']} | "
+                         f"{cost['empty_answers']} |")
         return (
             f"Generator: `{model}` (greedy, prompt `rag_answer`, answers cut to their first line: "
             f"{settings['first_line']}). EM and F1 use SQuAD's answer normalisation (max over the gold answers); "
