@@ -208,7 +208,8 @@ def renderer():
 
 
 def test_default_templates_present(renderer):
-    assert set(renderer.stages) == {"relsel", "answer", "utilsel", "utilrank", "grade"}
+    # the paper's steps, the grade prompt, the RAG generator's and the pointwise yes/no RelSel prompt
+    assert set(renderer.stages) == {"relsel", "answer", "utilsel", "utilrank", "grade", "rag_answer", "relsel_pointwise"}
     assert renderer.directory.name == "v1"
 
 
