@@ -92,11 +92,9 @@ class AnnotateStage(AnnotatorStage[dict]):
         """The annotator's checks, then the scheme against the backend class: a single-token scheme
         on a backend that cannot score next tokens is a user error before any model loads."""
         super().validate()
-        sc = self.scheme
-        needs = (sc.relsel == "pointwise_logit" and "relsel" in self.steps) or \
-                (sc.utilrank == "first" and "utilrank" in self.steps)
         cls = self.backend_class()
-        if needs and isinstance(cls, type) and issubclass(cls, Backend) and not cls.scores_next_tokens():
+        backend_ok = not (isinstance(cls, type) and issubclass(cls, Backend)) or cls.scores_next_tokens()
+        if self.scheme.scores_next_tokens(self.steps) and not backend_ok:
             raise next_tokens_unsupported(getattr(cls, "name", cls.__name__))
 
     def build(self, out: Path, work: Path, inputs: Mapping[str, Artifact]) -> None:

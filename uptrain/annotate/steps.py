@@ -104,10 +104,10 @@ class Scheme:
         """Whether UtilRank slides its windows (``sliding``, or ``first`` with ``first_merge: sliding``)."""
         return self.utilrank == "sliding" or (self.utilrank == "first" and self.first_merge == "sliding")
 
-    @property
-    def scores_next_tokens(self) -> bool:
-        """Whether some step reads next-token probabilities instead of generating."""
-        return self.relsel == "pointwise_logit" or self.utilrank == "first"
+    def scores_next_tokens(self, steps: Sequence[str]) -> bool:
+        """Whether one of ``steps`` reads next-token probabilities instead of generating."""
+        return (self.relsel == "pointwise_logit" and "relsel" in steps) or \
+            (self.utilrank == "first" and "utilrank" in steps)
 
     def rank_window(self, default: int) -> int:
         """Passages per UtilRank prompt."""
@@ -300,9 +300,7 @@ class AnnotationPipeline:
 
     def _check_scheme_runs(self) -> None:
         sc = self.schemes
-        needs_logits = (sc.relsel == "pointwise_logit" and "relsel" in self.steps) or \
-                       (sc.utilrank == "first" and "utilrank" in self.steps)
-        if needs_logits and not type(self.backend).scores_next_tokens():
+        if sc.scores_next_tokens(self.steps) and not type(self.backend).scores_next_tokens():
             raise next_tokens_unsupported(self.backend.name)
         if sc.relsel == "pointwise_logit" and "relsel" in self.steps and POINTWISE_TEMPLATE not in self.renderer.stages:
             raise ConfigError(f"{SCHEME_SETTING}.relsel=pointwise_logit needs the prompt template "
