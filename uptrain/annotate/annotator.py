@@ -177,12 +177,16 @@ class AnnotatorStage(Stage[T]):
 
     def annotator_spec(self) -> dict:
         """Everything about the annotator that determines its generated answers: model, decoding,
-        prompts, windows (the cache key part of annotation and the LLM test collection)."""
-        return {
+        prompts, windows, the prompting scheme of each step (``annotator.scheme``, when set; the
+        cache key part of annotation and the LLM test collection)."""
+        spec = {
             **self.model_spec(),
             "generation": self.annotator.get("generation", {}),
             "window": self.annotator.get("window", 16),
         }
+        if self.annotator.get("scheme") is not None:
+            spec["scheme"] = self.annotator["scheme"]
+        return spec
 
     # --- running --------------------------------------------------------------
     def backend(self) -> Backend:
@@ -210,6 +214,7 @@ class AnnotatorStage(Stage[T]):
                 window_size=int(self.annotator.get("window", 16)),
                 max_passage_words=self.annotator.get("max_passage_words"),
                 utilrank_k=utilrank_k,
+                scheme=dict(self.annotator.get("scheme") or {}),
             )
         return self._pipelines[key]
 
