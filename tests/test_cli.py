@@ -19,6 +19,7 @@ from conftest import DATA, NO_BASELINE, REPO, needs_data, run_cli, uptrain_comma
 # the four collections of conf/eval/default.yaml
 JUDGE_COLLECTIONS = {"trec_dl19", "scifact_train"}  # evaluated by the judge path, not in the default groups
 DEFAULT_COLLECTIONS = {"scifact_test", "cranfield", "npl", "noveleval"}
+QA_COLLECTIONS = {"squad_test"}  # evaluated by the SQuAD experiments (their in-domain group) and the rag path
 
 
 def test_help_lists_groups(cli_env, tmp_path):
@@ -65,7 +66,7 @@ def test_profile_shrinks_every_collection_and_keeps_the_users_groups(profile):
     # every collection of conf/eval/default.yaml is shrunk, the one the user named included; the judge
     # study's TREC DL 2019 keeps all its passages (the six runs rank them: a cut would leave run
     # documents without text), its topics are cut
-    assert set(mine.eval.collections) == DEFAULT_COLLECTIONS | JUDGE_COLLECTIONS
+    assert set(mine.eval.collections) == DEFAULT_COLLECTIONS | JUDGE_COLLECTIONS | QA_COLLECTIONS
     for name, c in mine.eval.collections.items():
         assert c.max_queries is not None and 0 < c.max_queries <= 120, name
         if name == "trec_dl19":
