@@ -351,7 +351,7 @@ def test_records_costs_metrics_and_section(tmp_path):
         for step in ("relsel", "utilsel", "utilrank"):
             assert {"asr", "asr_clean", "precision_delta", "recall_delta"} <= set(got[kind][step])
     text = section(summary)
-    assert "| instruction | relsel | 8 | 0.0% | 100.0% | +100.0 pt |" in text
+    assert "| instruction | relsel | 8 | 0.0% | 100.0% | +100.0 pt | 0.00781 |" in text  # 2 / 2^8
     assert "guard **none**" in text and "Cost per pool" in text
 
 
@@ -389,11 +389,18 @@ def test_asr_and_quality_change_by_hand():
         _rec("q3", ["t"], [], ([], [], []), ([], [], [])),
     ]
     rel = attack_success(records, "instruction", "relsel")
-    assert rel == {"asr": 1.0, "asr_clean": pytest.approx(1 / 3), "asr_delta": pytest.approx(2 / 3), "pairs": 3}
+    assert rel == {"asr": 1.0, "asr_clean": pytest.approx(1 / 3), "asr_delta": pytest.approx(2 / 3), "pairs": 3,
+                   "gained": 2, "lost": 0, "asr_p_value": pytest.approx(0.5)}  # 2 of 2 discordant: 2 * 1/4
     util = attack_success(records, "instruction", "utilsel")
     assert util["asr"] == pytest.approx(1 / 3) and util["asr_clean"] == 0.0 and util["pairs"] == 3
     rank = attack_success(records, "instruction", "utilrank")  # per query: is the first-ranked one injected?
     assert rank["asr"] == 0.5 and rank["asr_clean"] == 0.0 and rank["pairs"] == 2
+    # exact McNemar against an independent count: 12 gained, 2 lost -> 2 * P(X <= 2), X ~ Bin(14, 1/2)
+    from math import comb
+    many = [_rec(f"p{i}", ["r"], ["x"], ([] if i < 12 else ["x"], [], []), (["x"] if i < 12 else [], [], []))
+            for i in range(14)]
+    assert attack_success(many, "instruction", "relsel")["asr_p_value"] == pytest.approx(
+        2 * sum(comb(14, j) for j in range(3)) / 2 ** 14)
     q = quality_change(records, "instruction", "relsel")
     # precision over queries with a selection: clean (1/2 + 1/1) / 2, attacked (0/2 + 1/2) / 2
     assert q["precision_clean"] == pytest.approx(0.75) and q["precision"] == pytest.approx(0.25)
@@ -404,7 +411,7 @@ def test_asr_and_quality_change_by_hand():
     s = summarize(records, ["instruction"], ["relsel", "answer", "utilsel", "utilrank"])
     assert s["instruction"]["utilrank"]["asr"] == 0.5 and s["clean"]["relsel"]["precision"] == pytest.approx(0.75)
     table = markdown_table(s, ["instruction"], ["relsel"])
-    assert "| instruction | relsel | 3 | 33.3% | 100.0% | +66.7 pt | 0.750 -> 0.250 | -0.500 |" in table
+    assert "| instruction | relsel | 3 | 33.3% | 100.0% | +66.7 pt | 0.5 | 0.750 -> 0.250 | -0.500 |" in table
 
 
 # --- the experiment ------------------------------------------------------------------------
