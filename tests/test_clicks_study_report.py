@@ -242,7 +242,7 @@ def test_direction_right_but_not_significant(tmp_path):
     f3 = data["findings"]["3"]
     assert f3["verdict"] == "not run"
     assert set(f3["needs"]) == {"schedule_llm_click", "schedule_click_llm", "schedule_bucketwise", "famol",
-                                "famol_step"}
+                                "famol_step", "famol_learned", "famol_losses"}
     md = (tmp_path / "out" / "sweep.md").read_text()
     assert "No `+` / `-` markers" in md and "not run: needs" in md.lower()
     assert "Not drawn:" in md and data["plots"]["quality_vs_relevance"] is None

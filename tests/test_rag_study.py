@@ -21,7 +21,7 @@ C = "squad_test"
 N = 12
 QIDS = [f"q{i:02d}" for i in range(N)]
 B = np.linspace(0.25, 0.65, N)  # Human's per-question F1 at top-5
-REPO = Path(rag_study.__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]  # the checkout (the package may be installed elsewhere)
 
 
 def noise(scale: float, seed: int) -> np.ndarray:
