@@ -179,6 +179,10 @@ def flags_first(args: list[str]) -> list[str]:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["cache"]:  # `uptrain cache ls|verify|gc|rm`: the cache, not an experiment
+        from uptrain.cache_cli import main as cache_main
+
+        raise SystemExit(cache_main(sys.argv[2:]))
     sys.argv = [sys.argv[0], *flags_first(sys.argv[1:])]
     _main()
 

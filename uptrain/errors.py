@@ -34,3 +34,8 @@ def instantiate_as(node, expected: type, where: str, kind: str, **kwargs):
     if not isinstance(obj, expected):
         raise ConfigError(f"{where}: {type(obj).__name__} is not a {kind}")
     return obj
+
+
+class DataFormatError(UserError, ValueError):
+    """A data file that cannot be read as its format (a collection, qrels, a run, a click log, a QA
+    set): the message names the file (and the line) and what was expected."""

@@ -123,6 +123,7 @@ class Runner:
     run_dir: Path
     records: list[StageRecord] = field(default_factory=list)
     built: list[tuple[Stage, Artifact]] = field(default_factory=list)  # every stage run, with its artifact
+    links: dict[str, tuple[str, str]] = field(default_factory=dict)  # label -> (stage, key), recorded in the cache
 
     def key(self, stage: Stage, inputs: Mapping[str, Artifact]) -> tuple[str, dict]:
         missing = set(stage.inputs) - set(inputs)
@@ -156,6 +157,8 @@ class Runner:
         status = "hit" if entry.hit else "built"
         log.info("[stage %s] cache %s %s/%s (%.1fs)", label, status, stage.name, key, seconds)
         self._link(label, entry.path)
+        self.links[label.replace("/", "_")] = (stage.name, key)
+        self.cache.record_run(self.run_dir, self.links)
         self.records.append(StageRecord(stage.name, label, key, status, seconds, str(entry.path)))
         artifact = Artifact(stage.name, key, entry.path, stage.load, facets=self.facet_keys(stage, full))
         self.built.append((stage, artifact))

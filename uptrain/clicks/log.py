@@ -35,12 +35,12 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from uptrain.errors import UserError
+from uptrain.errors import DataFormatError, UserError
 
 log = logging.getLogger("uptrain")
 
 
-class ClickLogError(UserError):
+class ClickLogError(DataFormatError):
     """A click log that cannot be read (a malformed line, an unknown format): said in one paragraph."""
 
 

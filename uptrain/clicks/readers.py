@@ -148,9 +148,15 @@ class _Source:
             for lineno, line in enumerate(text, 1):
                 if lineno % 8192 == 0:
                     self.tick()
+                if not line.endswith("\n"):
+                    log.warning("%s does not end with a newline: if the file was cut short, its last line (%d) "
+                                "is incomplete", self.path, lineno)
                 yield lineno, line.rstrip("\n")
         except UnicodeDecodeError as e:
             raise ClickLogError(f"{self.path}: not UTF-8 text after line {lineno} ({e.reason}): is it a click log?") from e
+        except (EOFError, OSError) as e:  # gzip: truncated or damaged
+            raise ClickLogError(f"{self.path}: a damaged or truncated gzip file after line {lineno} ({e}); "
+                                "decompress it to check, or fetch it again") from e
         finally:
             with contextlib.suppress(ValueError):
                 text.detach()  # the file is closed by close(), not by the wrapper's garbage collection
@@ -635,7 +641,9 @@ def read_judgments(path: str | Path) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     lines = malformed = repeated = 0
     first_bad = None
-    with open(path, encoding="utf-8") as f:
+    from uptrain.data.local import _open_text  # undecodable bytes replaced, counted and warned
+
+    with _open_text(path) as f:
         for lineno, line in enumerate(f, 1):
             fields = line.split()
             if not fields:

@@ -3,24 +3,73 @@
 from __future__ import annotations
 
 import gzip
-import io
 import json
+import logging
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from uptrain.cache import file_digest
+from uptrain.errors import DataFormatError
 from uptrain.data.collection import Collection
 from uptrain.data.sources import Problems, Source, assemble, join_fields, missing_file_error
+
+log = logging.getLogger("uptrain")
 
 _HEADER_IDS = {"id", "_id", "docid", "doc_id", "docno", "qid", "query_id", "query-id", "corpus-id", "pid"}
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    # old TREC collections are not always valid UTF-8; a replaced byte beats a failed load
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
+class _Text:
+    """The lines of a text file (gzip by its name), decoded as UTF-8. Old TREC collections are not always
+    valid UTF-8, and a replaced byte beats a failed load: a line that does not decode has its bad bytes
+    replaced by U+FFFD, and the lines so changed are counted and warned about when the file is closed."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._f = gzip.open(path, "rb") if self.path.suffix == ".gz" else open(path, "rb")
+        self.replaced = 0
+        self.unterminated = 0  # the number of a last line without a newline
+
+    def __iter__(self) -> Iterator[str]:
+        lines = iter(self._f)
+        n = 0
+        while True:
+            try:
+                raw = next(lines)
+            except StopIteration:
+                return
+            except (EOFError, OSError) as exc:  # gzip: truncated, or not gzip at all
+                raise DataFormatError(f"{self.path}: a damaged or truncated gzip file after line {n} ({exc}); "
+                                      "decompress it to check, or fetch it again") from None
+            n += 1
+            self.unterminated = n if not raw.endswith(b"\n") else 0
+            if raw.endswith(b"\r\n"):  # as text mode reads it: one newline
+                raw = raw[:-2] + b"\n"
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError:
+                self.replaced += 1
+                yield raw.decode("utf-8", errors="replace")
+
+    def read(self) -> str:
+        return "".join(self)
+
+    def __enter__(self) -> "_Text":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._f.close()
+        if self.replaced:
+            log.warning("%s: %d lines are not valid UTF-8; their undecodable bytes were replaced by U+FFFD",
+                        self.path, self.replaced)
+        if self.unterminated and exc == (None, None, None):
+            log.warning("%s does not end with a newline: if the file was cut short, its last line (%d) is "
+                        "incomplete", self.path, self.unterminated)
+
+
+def _open_text(path: Path) -> _Text:
+    return _Text(path)
 
 
 def _fingerprint(path: Path) -> dict:
@@ -119,20 +168,33 @@ def _sgml_docs(path: Path, problems: Problems | None = None) -> Iterator[tuple[s
                 block, pending = pending[: end.start()], pending[end.end() :]
                 start = _DOC_START.search(block)
                 if start is None:
-                    raise ValueError(f"{path}: </DOC> without <DOC> near {block[-80:]!r}")
+                    raise DataFormatError(f"{path}: </DOC> without <DOC> near {block[-80:]!r}")
                 yield _parse_sgml_doc(path, block[start.end() :], problems)
+    if _DOC_START.search(pending):
+        log.warning("%s: the file ends inside a <DOC> (no </DOC> after %r): that document is dropped; the file "
+                    "may be truncated", path, pending.strip()[:80])
+
+
+# tags that TREC documents always close: one left open means a damaged document (its text is kept)
+_CLOSED_TAGS = ("TITLE", "TEXT", "HEADLINE", "HEAD")
 
 
 def _parse_sgml_doc(path: Path, body: str, problems: Problems | None = None) -> tuple[str, dict]:
     docno = _DOCNO.search(body)
     if docno is None:
-        raise ValueError(f"{path}: a <DOC> has no <DOCNO>: {body[:120]!r}")
+        raise DataFormatError(f"{path}: a <DOC> has no <DOCNO>: {body[:120]!r}")
     body = body[: docno.start()] + body[docno.end() :]
     title = ""
     found = _TITLE.search(body)
     if found is not None:
         title = found.group(1)
         body = body[: found.start()] + body[found.end() :]
+    for tag in _CLOSED_TAGS:
+        opened = len(re.findall(rf"<{tag}\b[^>]*>", body, re.IGNORECASE))
+        if opened != len(re.findall(rf"</{tag}\s*>", body, re.IGNORECASE)):
+            if problems is not None:
+                problems.note("unclosed_tags", f"{docno.group(1)} <{tag}>")
+            break
     title, unknown_title = strip_tags(title)
     text, unknown_text = strip_tags(body)
     unknown = unknown_title + unknown_text
@@ -154,20 +216,27 @@ def _tsv_rows(path: Path) -> Iterator[tuple[str, str]]:
             yield key.strip(), text
 
 
-def _jsonl_rows(path: Path) -> Iterator[dict]:
+def json_lines(path: Path, error: type[DataFormatError] = DataFormatError) -> Iterator[tuple[int, Any, str]]:
+    """(line number, parsed value, line) of each non-blank line of a JSONL file; a line that is not
+    JSON is an ``error`` naming the file and line. Undecodable bytes are replaced and counted (_Text)."""
     with _open_text(path) as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                yield n, json.loads(line), line
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{n}: not a JSON line ({exc})") from None
-            key = next((row[k] for k in ("_id", "doc_id", "docid", "id", "query_id") if k in row), None)
-            if key is None:
-                raise ValueError(f"{path}:{n}: no _id/doc_id/id field")
-            row["_id"] = str(key)
-            yield row
+                raise error(f"{path}:{n}: not a JSON line ({exc})") from None
+
+
+def _jsonl_rows(path: Path) -> Iterator[dict]:
+    for n, row, _ in json_lines(path):
+        key = next((row[k] for k in ("_id", "doc_id", "docid", "id", "query_id") if k in row), None) \
+            if isinstance(row, dict) else None
+        if key is None:
+            raise DataFormatError(f"{path}:{n}: no _id/doc_id/id field")
+        row["_id"] = str(key)
+        yield row
 
 
 def read_docs(path: Path, fields: Sequence[str], problems: Problems | None = None) -> Iterator[tuple[str, str]]:
@@ -211,7 +280,7 @@ def read_topics(path: Path, topic_fields: Sequence[str]) -> Iterator[tuple[str, 
         for block in _TOP.findall(content):
             num = _NUM.search(block)
             if num is None:
-                raise ValueError(f"{path}: a <top> has no <num>: {block[:120]!r}")
+                raise DataFormatError(f"{path}: a <top> has no <num>: {block[:120]!r}")
             yield num.group(1), join_fields(_topic_field(block, t) for t in topic_fields)
     elif fmt == "jsonl":
         for row in _jsonl_rows(path):
@@ -238,13 +307,13 @@ def read_qrels(path: Path) -> Iterator[tuple[str, str, int]]:
             elif len(cols) == 3:
                 qid, did, rel = cols
             else:
-                raise ValueError(f"{path}:{n}: expected 'qid iter docid rel' or 'qid docid rel', got {line!r}")
+                raise DataFormatError(f"{path}:{n}: expected 'qid iter docid rel' or 'qid docid rel', got {line!r}")
             try:
                 value = int(float(rel))
             except ValueError:
                 if n == 1:
                     continue  # a header such as 'query-id corpus-id score'
-                raise ValueError(f"{path}:{n}: relevance {rel!r} is not a number") from None
+                raise DataFormatError(f"{path}:{n}: relevance {rel!r} is not a number") from None
             yield qid, did, value
 
 
@@ -303,6 +372,9 @@ class BeirFolderSource(Source):
     def load_full(self) -> Collection:
         files = self._files()
         qrels = list(read_qrels(files["qrels"]))
+        if not qrels:
+            raise DataFormatError(f"{files['qrels']}: holds no judgments ('query-id corpus-id score' lines): the "
+                                  f"split '{self.split}' would have no queries")
         in_split = {q for q, _, _ in qrels}
         queries = [(q, t) for q, t in read_topics(files["queries"], ["text"]) if q in in_split]
         problems = Problems()

@@ -38,7 +38,7 @@ from uptrain.cache import file_digest
 from uptrain.data.collection import Collection
 from uptrain.data.sources import Problems, Source, assemble, missing_file_error
 from uptrain.data.split import check_holdout, holdout_draw
-from uptrain.errors import ConfigError, UserError
+from uptrain.errors import ConfigError, DataFormatError, UserError
 
 log = logging.getLogger("uptrain.data")
 
@@ -46,7 +46,7 @@ PARTS = ("all", "train", "test")
 CORPORA = ("part", "all")
 
 
-class QAFormatError(UserError, ValueError):
+class QAFormatError(DataFormatError):
     """A QA file that is not in the layout its reader expects; the message names the file and the place."""
 
 
@@ -54,27 +54,33 @@ def read_answers_jsonl(path: str | Path) -> dict[str, list[str]]:
     """query_id -> answers from JSONL rows ``{"query_id": ..., "answers": [...]}`` (or ``"answer": "..."``).
 
     A malformed line is a :class:`QAFormatError` naming the file and line; answer strings are
-    kept as given (stripped), repeats of one string once, empty strings dropped.
+    kept as given (stripped), repeats of one string once (an empty one is dropped and counted by
+    :func:`attach_answers`); a question on several rows gets the answers of all, and is warned about.
     """
+    from uptrain.data.local import json_lines
+
     path = Path(path)
     out: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise QAFormatError(f"{path}:{n}: not a JSON line ({exc})") from None
-            if not isinstance(row, dict) or "query_id" not in row or not ("answers" in row or "answer" in row):
-                raise QAFormatError(f'{path}:{n}: expected {{"query_id": ..., "answers": [...]}}, got {line.strip()[:120]!r}')
-            value = row.get("answers", row.get("answer"))
-            values = value if isinstance(value, list) else [value]
-            answers = out.setdefault(str(row["query_id"]), [])
-            for a in values:
-                text = "" if a is None else str(a).strip()
-                if text not in answers:
-                    answers.append(text)
+    repeated: list[str] = []
+    for n, row, line in json_lines(path, QAFormatError):
+        if not isinstance(row, dict) or "query_id" not in row or not ("answers" in row or "answer" in row):
+            raise QAFormatError(f'{path}:{n}: expected {{"query_id": ..., "answers": [...]}}, got {line.strip()[:120]!r}')
+        value = row.get("answers", row.get("answer"))
+        values = value if isinstance(value, list) else [value]
+        qid = str(row["query_id"])
+        if qid in out:
+            repeated.append(qid)
+        answers = out.setdefault(qid, [])
+        for a in values:
+            text = "" if a is None else str(a).strip()
+            if text not in answers:  # an empty one is counted (answers_empty) by attach_answers
+                answers.append(text)
+    if not out:
+        raise QAFormatError(f'{path}: holds no answers; expected one JSON line {{"query_id": ..., "answers": [...]}} '
+                            "per question")
+    if repeated:
+        log.warning("%s: %d questions are listed more than once (e.g. %s); their answers are merged", path,
+                    len(repeated), ", ".join(repeated[:5]))
     return out
 
 
@@ -136,7 +142,10 @@ class SquadSource(Source):
     def _articles(self) -> list[dict]:
         self.validate()
         try:
-            payload = json.loads(self.path.read_text(encoding="utf-8"))
+            payload = json.loads(self.path.read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise QAFormatError(f"{self.path}: not UTF-8 text (byte {exc.start}: {exc.reason}); SQuAD files are "
+                                "UTF-8 JSON") from None
         except json.JSONDecodeError as exc:
             raise QAFormatError(f"{self.path}: not a JSON file ({exc}); expected the SQuAD layout "
                                 '{"data": [{"title", "paragraphs": [{"context", "qas": [...]}]}]}') from None

@@ -26,6 +26,7 @@ PROBLEMS = (
     "duplicate_qrels",
     "queries_without_positives",
     "markup_removed",
+    "unclosed_tags",
 )
 
 _PROBLEM_TEXT = {
@@ -39,6 +40,8 @@ _PROBLEM_TEXT = {
     "queries_without_positives": "queries without any positive judgement (kept; evaluation skips them)",
     "markup_removed": "documents whose text lost markup other than the known TREC tags (tags removed, "
                       "their text kept; a literal '<' in text is kept)",
+    "unclosed_tags": "documents with a <TITLE>, <TEXT>, <HEADLINE> or <HEAD> opened and never closed (a damaged "
+                     "document; its text kept)",
 }
 
 

@@ -11,6 +11,7 @@ from uptrain.graph import Artifact, Stage
 
 class DataStage(Stage[Collection]):
     name = "data"
+    version = 2  # 2: the collection's stats count unclosed SGML tags
 
     def __init__(self, source):
         self.source = source

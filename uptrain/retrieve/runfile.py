@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Mapping
 
+from uptrain.errors import DataFormatError
+
 Run = dict[str, dict[str, float]]
 
 
@@ -68,34 +70,40 @@ def write_trec_run(path: str | Path, run: Mapping[str, Mapping[str, float]], tag
 def read_trec_run(path: str | Path) -> Run:
     """Read a 6-column TREC run into query id -> doc id -> score (documents in file order).
 
-    Raises ValueError naming the file and line for a line that is not
+    Raises DataFormatError (a ValueError) naming the file and line for a line that is not
     ``qid Q0 docid rank score tag`` or that repeats a (query, document) pair.
     """
     path = Path(path)
     run: Run = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataFormatError(f"{path}:{lineno}: not UTF-8 text ({exc.reason}): is it a TREC run file?") from None
             if not line.strip():
                 continue
             parts = line.split()
             where = f"{path}:{lineno}"
             if len(parts) != 6:
-                raise ValueError(
+                raise DataFormatError(
                     f"{where}: expected 6 columns 'qid Q0 docid rank score tag', got {len(parts)}: {line.rstrip()!r}"
                 )
             qid, _, did, rank, score, _tag = parts
             try:
                 int(rank)
             except ValueError:
-                raise ValueError(f"{where}: rank {rank!r} is not an integer: {line.rstrip()!r}") from None
+                raise DataFormatError(f"{where}: rank {rank!r} is not an integer: {line.rstrip()!r}") from None
             try:
                 value = float(score)
             except ValueError:
-                raise ValueError(f"{where}: score {score!r} is not a number: {line.rstrip()!r}") from None
+                raise DataFormatError(f"{where}: score {score!r} is not a number: {line.rstrip()!r}") from None
             if math.isnan(value):
-                raise ValueError(f"{where}: score is NaN: {line.rstrip()!r}")
+                raise DataFormatError(f"{where}: score is NaN: {line.rstrip()!r}")
             docs = run.setdefault(qid, {})
             if did in docs:
-                raise ValueError(f"{where}: document {did!r} appears twice for query {qid!r}")
+                raise DataFormatError(f"{where}: document {did!r} appears twice for query {qid!r}")
             docs[did] = value
+    if not run:
+        raise DataFormatError(f"{path}: holds no ranking lines ('qid Q0 docid rank score tag'): an empty run file")
     return run
