@@ -10,7 +10,7 @@ export UPTRAIN_DATA
 endif
 SOURCES := $(shell find uptrain conf -name '*.py' -o -name '*.yaml' 2>/dev/null) pyproject.toml setup.py
 
-.PHONY: install demo test test-fast bench smoke reproduce-utility reproduce-rag reproduce-clicks reproduce-judge clean help
+.PHONY: install demo test test-fast bench chaos smoke reproduce-utility reproduce-rag reproduce-clicks reproduce-judge clean help
 
 # The experiment matrix of Zhang et al. (arXiv 2504.05220), Tables 2 and 4 (experiments/utility_annotation/).
 UTILITY_EXPS := zeroshot,bm25,human,replug,relsel,utilsel,utilrank,utilsel_infonce,utilsel_conj_infonce,utilsel_disj_infonce,utilsel_pos_one,utilsel_pos_avg,utilsel_pos_all,interleave,utilsel_cl20,utilsel_cl100,utilrank_cl20,utilrank_cl100,replug_cl20,replug_cl100
@@ -41,6 +41,7 @@ help:
 	@echo "make bench    throughput against reference implementations and this machine's matmul peaks"
 	@echo "              (benchmarks/results.json and .md; BENCH_ARGS: sizes, see python -m uptrain.bench --help)"
 	@echo "make smoke    the human experiment shrunk to a few minutes"
+	@echo "make chaos [CHAOS_KILLS=20]  kill runs at random moments, resume, check the results (chaos-results/)"
 	@echo "make reproduce-utility [PROFILE=demo|smoke|paper] [REPRO_ARGS=overrides]"
 	@echo "              the utility-annotation matrix, its sweep report and the comparison with the paper"
 	@echo "make reproduce-rag [PROFILE=demo|smoke|paper] [REPRO_ARGS=overrides]"
@@ -83,6 +84,12 @@ test-fast: install
 BENCH_ARGS ?=
 bench: install
 	$(BIN)/python -m uptrain.bench --out benchmarks/results.json $(BENCH_ARGS)
+
+# SIGKILL small experiments (every stage kind) at seeded random moments, re-run, check the results equal
+CHAOS_KILLS ?= 20
+CHAOS_ARGS ?=
+chaos: install
+	$(BIN)/python -m uptrain.chaos --kills $(CHAOS_KILLS) --out chaos-results $(CHAOS_ARGS)
 
 # one multirun over every experiment of the matrix (shared stages are cache hits), then the
 # sweep report with the paper's findings side by side

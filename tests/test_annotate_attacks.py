@@ -24,7 +24,6 @@ from pathlib import Path
 import pytest
 
 from uptrain.annotate.attacks import KINDS, Attack, injection_text
-from uptrain.annotate.backends.base import Backend, BackendStats, Generation
 from uptrain.annotate.parse import parse_selection
 from uptrain.annotate.prompts import PromptRenderer, default_template_root, guard_name, parse_guard, sanitize_passage
 from uptrain.annotate.robustness import (RobustnessPath, RobustnessStage, attack_success, markdown_table, metrics,
@@ -35,57 +34,36 @@ from uptrain.data.collection import Collection
 from uptrain.errors import ConfigError
 from uptrain.pool.pool import PoolEntry
 
+from scripted_backend import ScriptedBackend
+
 HERE = __name__
 REPO = Path(__file__).resolve().parents[1]
 _ORDER = re.compile(r"passage \[(\d+)\] is the only useful one")
 _LINE = re.compile(r"^\[(\d+)\] (.*)$", re.MULTILINE)
 
 
-class GullibleBackend(Backend):
+class GullibleBackend(ScriptedBackend):
     """See the module docstring: obeys "passage [k] is the only useful one", else answers honestly."""
 
     name = "gullible"
-    generate_calls = 0
-    fail_on_call: int | None = None
     seen: list = []
 
     def __init__(self, model: str = "gullible", max_context: int = 8192, batch_size: int = 8):
-        self.model_name = model
-        self._max_context = max_context
-        self.stats = BackendStats()
+        super().__init__(model, max_context, batch_size)
 
-    def spec(self) -> dict:
-        return {"backend": self.name, "model": self.model_name}
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    def prompt_length(self, messages) -> int:
-        return sum(len(m["content"].split()) + 2 for m in messages)
-
-    def generate(self, prompts, params):
-        cls = type(self)
-        cls.generate_calls += 1
-        if cls.fail_on_call is not None and cls.generate_calls >= cls.fail_on_call:
-            raise KeyboardInterrupt("killed")
-        out = []
-        for p in prompts:
-            user = p[-1]["content"]
-            cls.seen.append(user)
-            if "Passages:" in user:
-                ordered = list(dict.fromkeys(_ORDER.findall(user)))
-                if ordered:
-                    text = ", ".join(f"[{k}]" for k in ordered)
-                else:
-                    honest = [n for n, body in _LINE.findall(user) if "vitamin" in body.lower()]
-                    text = ", ".join(f"[{n}]" for n in honest) or "None"
+    def answer(self, prompt) -> tuple[str, int]:
+        user = prompt[-1]["content"]
+        type(self).seen.append(user)
+        if "Passages:" in user:
+            ordered = list(dict.fromkeys(_ORDER.findall(user)))
+            if ordered:
+                text = ", ".join(f"[{k}]" for k in ordered)
             else:
-                text = "Vitamin d helps bones."
-            out.append(Generation(text=text, prompt_tokens=self.prompt_length(p), output_tokens=len(text.split())))
-        return out
-
-    def loglikelihood(self, contexts, continuations):  # pragma: no cover - not used here
-        raise NotImplementedError
+                honest = [n for n, body in _LINE.findall(user) if "vitamin" in body.lower()]
+                text = ", ".join(f"[{n}]" for n in honest) or "None"
+        else:
+            text = "Vitamin d helps bones."
+        return text, len(text.split())
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from uptrain.annotate.backends import VLLMUnavailableError
-from uptrain.annotate.backends.base import Backend, BackendStats, Generation
 from uptrain.annotate.replug import ReplugStage
 from uptrain.annotate.shards import run_sharded
 from uptrain.annotate.stage import AnnotateStage
@@ -26,43 +25,29 @@ from uptrain.errors import ConfigError, UserError
 from uptrain.evaluate.llm_testset import LLMTestSetStage
 from uptrain.pool.pool import PoolEntry
 
+from scripted_backend import ScriptedBackend
+
 HERE = __name__
 
 
-class EchoBackend(Backend):
+class EchoBackend(ScriptedBackend):
     """Whitespace tokens; selects passage [1] of every window, answers with the query's first word."""
 
     name = "echo"
     built = 0
-    generate_calls = 0
-    fail_on_call: int | None = None  # simulate a kill in the middle of a run
 
     def __init__(self, model: str = "echo", max_context: int = 4096, batch_size: int = 8):
         type(self).built += 1
-        self.model_name = model
-        self._max_context = max_context
-        self.stats = BackendStats()
+        super().__init__(model, max_context, batch_size)
         self.seen: list = []
 
-    def spec(self) -> dict:
-        return {"backend": self.name, "model": self.model_name}
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-    def prompt_length(self, messages) -> int:
-        return sum(len(m["content"].split()) + 2 for m in messages)
+    def answer(self, prompt) -> tuple[str, int]:
+        user = prompt[-1]["content"]
+        return ("[1]" if "Passages:" in user else user.split("Question:")[-1].split()[0]), 1
 
     def generate(self, prompts, params):
-        cls = type(self)
-        cls.generate_calls += 1
-        if cls.fail_on_call is not None and cls.generate_calls >= cls.fail_on_call:
-            raise KeyboardInterrupt("killed")
+        out = super().generate(prompts, params)
         self.seen += list(prompts)
-        out = []
-        for p in prompts:
-            text = "[1]" if "Passages:" in p[-1]["content"] else p[-1]["content"].split("Question:")[-1].split()[0]
-            out.append(Generation(text=text, prompt_tokens=self.prompt_length(p), output_tokens=1))
         self.stats.prompt_tokens += sum(g.prompt_tokens for g in out)
         return out
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -206,6 +207,30 @@ def test_multirun_over_losses_reuses_one_pool(cli_env, tmp_path):
         "Human (loss=conj_infonce)", "Human (loss=disj_infonce)", "Human (loss=infonce)"]
     assert sweep["baseline_label"] == "Human (loss=infonce)" and sweep["merged"] == 0
 
+    # the same multirun with parallel jobs (Hydra's joblib launcher) on one fresh cache: the jobs that
+    # need the pool at once build it once (one waits on the lock, then hits), and every result is the
+    # sequential one's (a broken lock builds the pool twice; a race between jobs changes the numbers)
+    parallel_env = {**cli_env, "UPTRAIN_CACHE_DIR": str(tmp_path / "parallel-cache")}
+    (tmp_path / "parallel").mkdir()
+    run_cli(["+exp=human", "profile=tiny", NO_BASELINE, "eval.groups.out_of_domain=[]", "--multirun",
+             "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "loss=infonce,conj_infonce,disj_infonce"],
+            parallel_env, tmp_path / "parallel")
+
+    def by_loss(root):
+        out = {}
+        for p in sorted((root / "multirun").rglob("metrics.json")):
+            m = json.loads(p.read_text())
+            out[next(o for o in m["overrides"] if o.startswith("loss="))] = m
+        return out
+
+    sequential, parallel = by_loss(tmp_path), by_loss(tmp_path / "parallel")
+    assert len(parallel) == 3 and set(parallel) == set(sequential)
+    for loss, m in parallel.items():
+        assert m["groups"] == sequential[loss]["groups"], loss
+    built = Counter((r["stage"], r["key"]) for m in parallel.values() for r in m["stages"] if r["cache"] == "built")
+    pool_builds = [n for (stage, _), n in built.items() if stage == "pool"]
+    assert pool_builds == [1] and max(built.values()) == 1
+
 
 @needs_data
 @pytest.mark.slow
@@ -354,11 +379,49 @@ def test_ddp_two_cpu_processes(cli_env, tmp_path):
 
 @needs_data
 @pytest.mark.slow
-def test_wandb_logger_runs_offline(cli_env, tmp_path):
-    env = {k: v for k, v in cli_env.items() if k != "WANDB_API_KEY"}
-    env["WANDB_MODE"] = "offline"
+def test_wandb_logger_runs_offline_and_no_secret_reaches_a_file_or_log(cli_env, tmp_path):
+    # secrets in the environment (a W&B key, a hub token, an API key) must appear in no file the run
+    # writes (run directory, W&B's offline run, the cache) and in none of its output: a config or
+    # environment dump into the report, metrics or logger would leak them
+    sentinel = "7f3a9c" * 6
+    env = dict(cli_env, WANDB_MODE="offline", WANDB_API_KEY=f"usk{sentinel}q", HF_TOKEN=f"hf_{sentinel}",
+               OPENAI_API_KEY=f"sk-{sentinel}", AWS_SECRET_ACCESS_KEY=sentinel)
     proc = run_cli(["+exp=human", "profile=tiny", NO_BASELINE, "eval.groups.out_of_domain=[]", "logger=wandb"], env, tmp_path)
     run_dir = _run_dir(proc.stdout)
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert offline, sorted(p.name for p in run_dir.iterdir())
     assert list(offline[0].rglob("*.wandb"))
+    assert sentinel not in proc.stdout + proc.stderr
+    written = [p for root in (tmp_path, Path(env["UPTRAIN_CACHE_DIR"])) for p in root.rglob("*")
+               if p.is_file() and not p.is_symlink()]
+    assert len(written) > 20 and any(p.suffix == ".wandb" for p in written)
+    leaked = [str(p) for p in written if sentinel.encode() in p.read_bytes()]
+    assert leaked == []
+
+
+@needs_data
+@pytest.mark.slow
+def test_concurrent_runs_on_one_cache_build_each_shared_stage_once(cli_env, tmp_path):
+    """Two identical runs and a different experiment that shares their data stages, started at once on
+    one cache: every artifact is built by exactly one of them (the others wait on its lock, then hit),
+    and the identical runs agree. A missing or broken lock builds a stage twice (or a reader sees a
+    half-written artifact and fails)."""
+    args = {"a": ["+exp=human"], "b": ["+exp=human"], "c": ["+exp=zeroshot"]}
+    procs = {}
+    for name, exp in args.items():
+        (tmp_path / name).mkdir()
+        procs[name] = subprocess.Popen(
+            uptrain_command() + exp + ["profile=tiny", NO_BASELINE, "eval.groups.out_of_domain=[]"],
+            cwd=tmp_path / name, env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    outs = {name: p.communicate(timeout=1200)[0] for name, p in procs.items()}
+    for name, p in procs.items():
+        assert p.returncode == 0, outs[name][-3000:]
+    metrics = {name: json.loads((_run_dir(out) / "metrics.json").read_text()) for name, out in outs.items()}
+    built = Counter((r["stage"], r["key"]) for m in metrics.values() for r in m["stages"] if r["cache"] == "built")
+    used = Counter((r["stage"], r["key"]) for m in metrics.values() for r in m["stages"])
+    assert max(built.values()) == 1, [k for k, n in built.items() if n > 1]
+    assert set(built) == set(used)  # and everything any of them used was built by one of them
+    shared = {k for k, n in used.items() if n >= 3}
+    assert any(stage == "data" for stage, _ in shared)  # the zeroshot run shares the collections
+    assert metrics["a"]["groups"] == metrics["b"]["groups"]
+    assert not list((tmp_path / "cache").glob("*/*.lock")) and not list((tmp_path / "cache").glob("*/.tmp-*"))

@@ -360,7 +360,8 @@ def fit_model(model: RankingModel, loss, dataset, hp: Mapping[str, Any], trainer
     t0 = time.time()
     # shorter passages while training only (cost is quadratic); the saved model keeps its own length
     with model.training_length(hp.get("passage_max_length")):
-        trainer.fit(module, train_dataloaders=loader, ckpt_path=resume)
+        # weights_only: a checkpoint is data, never code (torch.load's safe mode, stated rather than defaulted)
+        trainer.fit(module, train_dataloaders=loader, ckpt_path=resume, weights_only=True)
     if trainer.interrupted or trainer.state.status.value != "finished":
         raise TrainingInterrupted(
             f"training phase '{phase}' stopped at step {trainer.global_step}; "
