@@ -320,6 +320,16 @@ def read_qrels(path: Path) -> Iterator[tuple[str, str, int]]:
 # ----- sources -----
 
 
+def check_not_empty(collection: Collection, docs: Path, queries: Path) -> None:
+    """A collection with no document or no query read from its files is an error naming the file."""
+    for what, path, found in (("documents", docs, collection.docs), ("queries", queries, collection.queries)):
+        if not found:
+            raise DataFormatError(
+                f"{path}: no {what} could be read from it ({_format_of(path)} by its name or first line): is it "
+                f"the right file, and in a format the collection '{collection.name}' reads (TREC SGML, "
+                "TSV 'id<TAB>text' or JSONL)?")
+
+
 class BeirFolderSource(Source):
     """A BEIR folder: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``, and optionally
     ``answers.jsonl`` beside corpus.jsonl (``{"query_id": ..., "answers": [...]}`` per question:
@@ -379,6 +389,7 @@ class BeirFolderSource(Source):
         queries = [(q, t) for q, t in read_topics(files["queries"], ["text"]) if q in in_split]
         problems = Problems()
         collection = assemble(self.name, read_docs(files["corpus"], self.fields, problems), queries, qrels, problems)
+        check_not_empty(collection, files["corpus"], files["queries"])
         answers = self._answers_file()
         if answers is not None:
             from uptrain.data.qa import attach_answers, read_answers_jsonl
@@ -452,6 +463,7 @@ class TrecSource(Source):
             read_qrels(files["qrels"]),
             problems,
         )
+        check_not_empty(collection, files["docs"], files["topics"])
         if "answers" in files:
             from uptrain.data.qa import attach_answers, read_answers_jsonl
 
