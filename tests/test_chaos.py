@@ -64,3 +64,23 @@ def test_kills_inside_stages_then_resumed_runs_equal_the_uninterrupted_one(tmp_p
     report = (tmp_path / "chaos" / "chaos.md").read_text()
     assert "| Kill point (stage being built) | Kills |" in report and "| human | 1 |" in report
     assert json.loads((tmp_path / "chaos" / "chaos.json").read_text())["kills"] == 3
+
+
+def test_artifact_json_is_compared_as_data_without_timings_and_cache_paths(tmp_path):
+    from uptrain.chaos import same_data
+
+    a_root, b_root = tmp_path / "ref-cache", tmp_path / "round-cache"
+    a, b = a_root / "labels.jsonl", b_root / "labels.jsonl"
+    a_root.mkdir(), b_root.mkdir()
+    a.write_text(json.dumps({"query_id": "1", "relsel": ["d1"], "seconds": 63.5}) + "\n"
+                 + json.dumps({"query_id": "2", "backbone": f"{a_root}/train/x/encoder"}) + "\n")
+    b.write_text(json.dumps({"query_id": "1", "relsel": ["d1"], "seconds": 175.0}) + "\n"
+                 + json.dumps({"query_id": "2", "backbone": f"{b_root}/train/x/encoder"}) + "\n")
+    assert same_data(a, a_root, b, b_root, 0.0)
+    # a label that changed, a record repeated (a shard written twice) or lost: not the same
+    b.write_text(b.read_text().replace('["d1"]', '["d2"]'))
+    assert not same_data(a, a_root, b, b_root, 0.0)
+    b.write_text(a.read_text().replace(str(a_root), str(b_root)) * 2)
+    assert not same_data(a, a_root, b, b_root, 0.0)
+    b.write_text(a.read_text().splitlines()[0] + "\n")
+    assert not same_data(a, a_root, b, b_root, 0.0)

@@ -57,8 +57,10 @@ BASE_OVERRIDES = ["profile=tiny", "eval.baseline=null", "eval.second_baseline=nu
 VOLATILE = {"stages", "sections", "seconds", "build_seconds", "wall_seconds", "elapsed", "created", "run_dir", "path",
             "tokens_per_second", "queries_per_second", "started", "finished", "cache_dir", "resumed_from",
             "time", "throughput", "duration", "seconds_per_query", "passages_per_second"}
-#: artifact files that record how the build ran (resumed from where, how long): checksums not compared
-RUN_RECORDS = re.compile(r"(^|/)(\w*stats\w*\.json|progress\.json|events\.out\.\S+|hparams\.yaml|metrics\.csv)$")
+#: artifact files that record how the build ran (resumed from where, how long) or describe it in prose with
+#: its timings: not compared. JSON and JSONL files that differ are compared again as data, without the
+#: VOLATILE keys and with each cache's own path replaced by <cache> (a warm start names its phase 1).
+RUN_RECORDS = re.compile(r"(^|/)(\w*stats\w*\.json|progress\.json|events\.out\.\S+|hparams\.yaml|metrics\.csv|[^/]*\.md)$")
 _BUILDING = re.compile(r"\[stage (?P<label>[^\]]+)\] building (?P<stage>[\w\-]+)/(?P<key>\w+)")
 _DONE = re.compile(r"\[stage (?P<label>[^\]]+)\] cache (?:built|hit) (?P<stage>[\w\-]+)/(?P<key>\w+)")
 
@@ -214,6 +216,29 @@ def compare(ref: Any, got: Any, tolerance: float, where: str = "") -> tuple[list
     return diffs, worst
 
 
+def _strip(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _strip(v) for k, v in obj.items() if k not in VOLATILE}
+    if isinstance(obj, list):
+        return [_strip(v) for v in obj]
+    return obj
+
+
+def same_data(a: Path, a_root: Path, b: Path, b_root: Path, tolerance: float) -> bool:
+    """Whether two JSON or JSONL files hold the same data once timings and cache paths are set aside."""
+    if a.suffix not in (".json", ".jsonl"):
+        return False
+    try:
+        texts = [p.read_text().replace(str(root), "<cache>") for p, root in ((a, a_root), (b, b_root))]
+        if a.suffix == ".json":
+            rows = [[json.loads(t)] for t in texts]
+        else:
+            rows = [[json.loads(line) for line in t.splitlines() if line.strip()] for t in texts]
+    except (OSError, ValueError):
+        return False
+    return compare(_strip(rows[0]), _strip(rows[1]), tolerance)[0] == []
+
+
 def artifact_tables(cache: Path) -> dict[str, dict]:
     """stage/key -> the manifest's file table, for every published artifact."""
     out = {}
@@ -258,9 +283,10 @@ def check_round(exp: str, rnd: int, kills: int, ref_dir: Path, ref_cache: Path, 
             problems.append(f"artifact {art}: files differ ({sorted(set(files) ^ set(mine))[:5]})")
             continue
         for rel, want in files.items():
-            if RUN_RECORDS.search(rel):
+            if RUN_RECORDS.search(rel) or want.get("sha256") == mine[rel].get("sha256"):
                 continue
-            if want.get("sha256") != mine[rel].get("sha256"):
+            stage, key = art.split("/")
+            if not same_data(ref_cache / stage / key / rel, ref_cache, cache / stage / key / rel, cache, tolerance):
                 problems.append(f"artifact {art}: {rel} differs from the reference")
     problems += leftovers(cache)
     return RoundCheck(exp, rnd, kills, not problems, worst if math.isfinite(worst) else -1.0, problems)
@@ -339,6 +365,27 @@ def chaos(exps: list[str], kills: int, out: Path, seed: int = 0, overrides: list
     return result
 
 
+def recheck(out: Path, tolerance: float = 0.0) -> dict:
+    """Check every finished round of an earlier ``chaos`` run in ``out`` again (the caches and run
+    directories are still there), e.g. with another tolerance; rewrites chaos.json and chaos.md."""
+    result = json.loads((out / "chaos.json").read_text())
+    rounds = []
+    for c in result["rounds"]:
+        exp, rnd = c["exp"], c["round"]
+        finished = [a for a in result["attempts"] if a["exp"] == exp and a["round"] == rnd and not a["killed"]
+                    and a["returncode"] == 0]
+        if not finished:
+            rounds.append(c)
+            continue
+        run_dir = out / exp / f"round-{rnd}" / f"attempt-{finished[-1]['index']}"
+        rounds.append(asdict(check_round(exp, rnd, c["kills"], out / exp / "reference", out / exp / "reference-cache",
+                                         run_dir, out / exp / f"round-{rnd}-cache", tolerance)))
+    result.update(rounds=rounds, tolerance=tolerance, ok=all(c["equal"] for c in rounds) and bool(rounds))
+    (out / "chaos.json").write_text(json.dumps(result, indent=1))
+    (out / "chaos.md").write_text(markdown(result))
+    return result
+
+
 def markdown(result: dict) -> str:
     lines = [
         "# Chaos: kill anywhere, resume, same result", "",
@@ -368,8 +415,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tolerance", type=float, default=0.0, help="largest accepted difference of a metric")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds one uninterrupted attempt may take")
     p.add_argument("--per-round", type=int, default=3, help="kills before a round runs to the end and is checked")
+    p.add_argument("--recheck", action="store_true",
+                   help="check the finished rounds of an earlier run in --out again (no run is started)")
     p.add_argument("overrides", nargs="*", help="further overrides for every run (after the tiny profile)")
     args = p.parse_args(argv)
+    if args.recheck:
+        result = recheck(Path(args.out), tolerance=args.tolerance)
+        print(markdown(result))
+        return 0 if result["ok"] else 1
     if args.kills < 1:
         p.error("--kills must be at least 1")
     exps = [e.strip() for e in args.exp.split(",") if e.strip()]
