@@ -345,13 +345,20 @@ def chaos(exps: list[str], kills: int, out: Path, seed: int = 0, overrides: list
                     break
                 check = check_round(exp, rnd, kills_this_round, ref_dir, ref_cache, run_dir, cache, tolerance)
                 checks.append(check)
+                write_result(out, exps, seed, tolerance, overrides, refs, attempts, checks, finished=False)
                 progress(f"[chaos] {exp} round {rnd}: finished after {kills_this_round} kills: "
                          + ("identical to the reference" if check.equal else "; ".join(check.problems[:3])))
                 break
+    return write_result(out, exps, seed, tolerance, overrides, refs, attempts, checks, finished=True)
+
+
+def write_result(out: Path, exps, seed, tolerance, overrides, refs, attempts, checks, finished: bool) -> dict:
+    """chaos.json and chaos.md as they stand: written after every round, so an interrupted run keeps
+    what it measured (``finished`` says whether every kill was spent)."""
     per_stage = Counter(a.kill_point for a in attempts if a.killed)
     result = {
         "experiments": exps, "kills": sum(1 for a in attempts if a.killed), "seed": seed, "tolerance": tolerance,
-        "overrides": BASE_OVERRIDES + overrides,
+        "overrides": BASE_OVERRIDES + list(overrides), "finished": finished,
         "reference_seconds": {e: round(r[2], 1) for e, r in refs.items()},
         "kill_points": dict(sorted(per_stage.items(), key=lambda kv: (-kv[1], kv[0]))),
         "kill_points_by_experiment": {e: dict(Counter(a.kill_point for a in attempts if a.killed and a.exp == e))
@@ -391,7 +398,8 @@ def markdown(result: dict) -> str:
         "# Chaos: kill anywhere, resume, same result", "",
         f"{result['kills']} SIGKILLs at seeded random moments (seed {result['seed']}) over "
         f"{', '.join(result['experiments'])} (`{' '.join(result['overrides'])}`); each round re-runs the "
-        "same command after every kill until one finishes, then checks it against the uninterrupted run.", "",
+        "same command after every kill until one finishes, then checks it against the uninterrupted run."
+        + ("" if result.get("finished", True) else " The run was interrupted: these are the rounds it finished."), "",
         "| Kill point (stage being built) | Kills |", "| --- | ---: |",
     ]
     lines += [f"| {stage} | {n} |" for stage, n in result["kill_points"].items()]
