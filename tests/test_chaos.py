@@ -84,3 +84,10 @@ def test_artifact_json_is_compared_as_data_without_timings_and_cache_paths(tmp_p
     assert not same_data(a, a_root, b, b_root, 0.0)
     b.write_text(a.read_text().splitlines()[0] + "\n")
     assert not same_data(a, a_root, b, b_root, 0.0)
+
+
+def test_timing_keys_are_volatile_and_data_keys_are_not():
+    from uptrain.chaos import volatile
+
+    assert all(volatile(k) for k in ("seconds", "build_seconds", "seconds_per_question", "tokens_per_second", "stages"))
+    assert not any(volatile(k) for k in ("positives_per_query", "nDCG@10", "queries", "answer_recall@1"))

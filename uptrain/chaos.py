@@ -189,7 +189,7 @@ def compare(ref: Any, got: Any, tolerance: float, where: str = "") -> tuple[list
     worst = 0.0
     if isinstance(ref, dict) and isinstance(got, dict):
         for k in sorted(set(ref) | set(got)):
-            if k in VOLATILE:
+            if volatile(k):
                 continue
             if k not in ref or k not in got:
                 diffs.append(f"{where}.{k}: only in the {'reference' if k in ref else 'chaos run'}")
@@ -216,9 +216,15 @@ def compare(ref: Any, got: Any, tolerance: float, where: str = "") -> tuple[list
     return diffs, worst
 
 
+def volatile(key: str) -> bool:
+    """A timing or run-state key: named in VOLATILE, or a duration or rate (``*seconds``,
+    ``seconds_per_*``, ``*_per_second``)."""
+    return key in VOLATILE or key.endswith("seconds") or key.startswith("seconds_per_") or key.endswith("_per_second")
+
+
 def _strip(obj: Any) -> Any:
     if isinstance(obj, dict):
-        return {k: _strip(v) for k, v in obj.items() if k not in VOLATILE}
+        return {k: _strip(v) for k, v in obj.items() if not volatile(k)}
     if isinstance(obj, list):
         return [_strip(v) for v in obj]
     return obj
