@@ -89,5 +89,6 @@ def test_artifact_json_is_compared_as_data_without_timings_and_cache_paths(tmp_p
 def test_timing_keys_are_volatile_and_data_keys_are_not():
     from uptrain.chaos import volatile
 
-    assert all(volatile(k) for k in ("seconds", "build_seconds", "seconds_per_question", "tokens_per_second", "stages"))
+    assert all(volatile(k) for k in ("seconds", "build_seconds", "seconds_per_question", "seconds_rank",
+                                      "sessions_per_second", "stages"))
     assert not any(volatile(k) for k in ("positives_per_query", "nDCG@10", "queries", "answer_recall@1"))
