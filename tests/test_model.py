@@ -69,7 +69,7 @@ def test_score_is_cosine_over_temperature(model):
 
 
 def test_cls_dot_settings_and_artifact_round_trip(tmp_path):
-    m = BiEncoder(pooling="cls", similarity="dot", temperature=1.0, passage_max_length=32)
+    m = BiEncoder(pooling="cls", similarity="dot", temperature=1.0, passage_max_length=32, st_layout="ignore")
     v = m.encode(TEXTS[:1], show_progress=False)
     assert abs(float(np.linalg.norm(v)) - 1.0) > 1e-3  # dot product: no normalisation
     m.save(tmp_path / "with", with_weights=True)
@@ -130,7 +130,7 @@ def test_cosine_with_a_high_temperature_warns_once_and_counts(monkeypatch, caplo
         BiEncoder(temperature=1.0)
         BiEncoder(temperature=0.5)
         BiEncoder(temperature=0.05)  # fine: no warning, not counted
-        BiEncoder(similarity="dot", temperature=1.0)  # fine with dot products
+        BiEncoder(similarity="dot", temperature=1.0, st_layout="ignore")  # fine with dot products
     assert biencoder_mod.WARNINGS["cos_temperature"] == 2
     assert caplog.text.count("near uniform") + caplog.text.count("close to uniform") == 1
 

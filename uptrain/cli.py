@@ -98,8 +98,10 @@ def _judge_system_runs(cfg: DictConfig, run_dir: Path) -> dict | None:
 
 def run(cfg: DictConfig) -> float | None:
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
-    from uptrain.pipeline import run_experiment, system_run, validate
+    from uptrain.pipeline import is_follower, validate
     from uptrain.precision import set_threads
+    from uptrain.annotate.shards import ShardsPending
+    from uptrain.report.loggers import start_tracker
 
     set_threads()  # the cores this process may use (affinity), unless OMP_NUM_THREADS says otherwise
 
@@ -112,6 +114,31 @@ def run(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     # every experiment this run needs is composed and checked before anything slow runs
     validate(cfg)
+    tracker = None if is_follower(cfg) else start_tracker(cfg, run_dir, _sweep_group(), list(HydraConfig.get().overrides.task))
+    try:
+        value = _run_checked(cfg, run_dir)
+        if tracker is not None:
+            tracker.log_results()
+    except BaseException as exc:
+        if tracker is not None:
+            tracker.finish(exit_code=0 if isinstance(exc, ShardsPending) else 1)
+        raise
+    if tracker is not None:
+        tracker.finish()
+    return value
+
+
+def _sweep_group() -> str | None:
+    """A --multirun sweep's directory (its runs' W&B group), None for a single run."""
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    return str(hc.sweep.dir) if hc.mode == RunMode.MULTIRUN else None
+
+
+def _run_checked(cfg: DictConfig, run_dir: Path) -> float | None:
+    from uptrain.pipeline import run_experiment, system_run
+
     baseline_cfgs = {
         key: _compose(cfg.eval.get(key), f"eval.{key}", same_ratio=key == "second_baseline")
         for key in ("baseline", "second_baseline") if cfg.eval.get(key)
@@ -144,10 +171,15 @@ def run(cfg: DictConfig) -> float | None:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def _main(cfg: DictConfig) -> float | None:
+    from uptrain.annotate.shards import ShardsPending
+
     try:
         return run(cfg)
     except Exception as exc:  # noqa: BLE001 - user errors become one paragraph, others keep the trace
         cause = _root_cause(exc)
+        if isinstance(cause, ShardsPending):  # this job's share is done: a success, not an error
+            print(f"\nuptrain: {cause}\n", file=sys.stderr)
+            return None
         if isinstance(cause, _user_errors()):
             print(f"\nuptrain: error: {cause}\n", file=sys.stderr)
             raise SystemExit(2) from None
@@ -183,6 +215,10 @@ def main() -> None:
         from uptrain.cache_cli import main as cache_main
 
         raise SystemExit(cache_main(sys.argv[2:]))
+    if sys.argv[1:2] == ["export"]:  # `uptrain export RUN_DIR`: a run's labels as datasets and qrels
+        from uptrain.export.cli import main as export_main
+
+        raise SystemExit(export_main(sys.argv[2:]))
     sys.argv = [sys.argv[0], *flags_first(sys.argv[1:])]
     _main()
 

@@ -124,6 +124,12 @@ class Runner:
     records: list[StageRecord] = field(default_factory=list)
     built: list[tuple[Stage, Artifact]] = field(default_factory=list)  # every stage run, with its artifact
     links: dict[str, tuple[str, str]] = field(default_factory=dict)  # label -> (stage, key), recorded in the cache
+    #: a launched training process other than rank 0 (:mod:`uptrain.train.distributed`): it joins the
+    #: distributed stages' work and takes their artifacts from rank 0, and writes nothing into the run directory
+    follower: bool = False
+    #: this job's share of the sharded stages (``annotate.shard`` of ``annotate.num_shards``;
+    #: :mod:`uptrain.annotate.shards`), None when one job builds each stage whole
+    shard: Any = None
 
     def key(self, stage: Stage, inputs: Mapping[str, Artifact]) -> tuple[str, dict]:
         missing = set(stage.inputs) - set(inputs)
@@ -150,19 +156,67 @@ class Runner:
         t0 = time.time()
         if not self.cache.is_complete(stage.name, key):
             log.info("[stage %s] building %s/%s", label, stage.name, key)
-        entry = self.cache.get_or_build(
-            stage.name, key, full, lambda out, work: stage.build(out, work, inputs)
-        )
+        if self.follower and getattr(stage, "distributed", False) and not self.cache.is_complete(stage.name, key):
+            entry = self._follow(stage, key, inputs, label)
+        elif self.shard is not None and getattr(stage, "shardable", False) and not self.cache.is_complete(stage.name, key):
+            entry = self._sharded(stage, key, full, inputs, label)
+        else:
+            entry = self.cache.get_or_build(
+                stage.name, key, full, lambda out, work: stage.build(out, work, inputs)
+            )
         seconds = time.time() - t0
         status = "hit" if entry.hit else "built"
         log.info("[stage %s] cache %s %s/%s (%.1fs)", label, status, stage.name, key, seconds)
-        self._link(label, entry.path)
-        self.links[label.replace("/", "_")] = (stage.name, key)
-        self.cache.record_run(self.run_dir, self.links)
+        if not self.follower:
+            self._link(label, entry.path)
+            self.links[label.replace("/", "_")] = (stage.name, key)
+            self.cache.record_run(self.run_dir, self.links)
         self.records.append(StageRecord(stage.name, label, key, status, seconds, str(entry.path)))
         artifact = Artifact(stage.name, key, entry.path, stage.load, facets=self.facet_keys(stage, full))
         self.built.append((stage, artifact))
         return artifact
+
+    def _follow(self, stage: Stage, key: str, inputs: Mapping[str, Artifact], label: str):
+        """Join rank 0's build of a distributed stage, then wait for rank 0 to publish it."""
+        from uptrain.cache import CacheEntry, exclusive_lock
+
+        work = self.cache.work_dir(stage.name, key)
+        work.mkdir(parents=True, exist_ok=True)
+        log.info("[stage %s] joining rank 0's build of %s/%s", label, stage.name, key)
+        stage.follow(work, inputs)
+        # rank 0 holds the artifact's lock from before its fit until it has published: taking the
+        # lock after the fit returns waits for the publication (a holder on another host is waited for)
+        with exclusive_lock(self.cache.lock_path(stage.name, key), f"{stage.name}/{key} (rank 0's publication)"):
+            pass
+        if not self.cache.is_complete(stage.name, key):
+            raise RuntimeError(f"rank 0 did not publish {stage.name}/{key} after the distributed fit; see its log")
+        return CacheEntry(stage.name, key, self.cache.path(stage.name, key), True)
+
+    def _sharded(self, stage: Stage, key: str, full: dict, inputs: Mapping[str, Artifact], label: str):
+        """This job's share of a shardable stage, then the merge (see :mod:`uptrain.annotate.shards`)."""
+        import shutil
+
+        from uptrain.annotate.shards import ShardFinished, job_shard
+        from uptrain.cache import exclusive_lock
+
+        shard = self.shard
+        work = self.cache.work_dir(stage.name, key)
+        work.mkdir(parents=True, exist_ok=True)
+        lock = self.cache.lock_path(stage.name, key).with_name(f"{key}.shard-{shard.tag}.lock")
+        with exclusive_lock(lock, f"{stage.name}/{key} shard {shard.tag}"):
+            scratch = work / "jobs" / shard.tag  # the build's output in work mode is thrown away
+            shutil.rmtree(scratch, ignore_errors=True)
+            scratch.mkdir(parents=True)
+            try:
+                with job_shard(shard, "work"):
+                    stage.build(scratch, work, inputs)
+            except ShardFinished as done:
+                log.info("[stage %s] shard %s: %s", label, shard.tag, done)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        # the merge: the stage's own build under the artifact's lock, with every query committed
+        with job_shard(shard, "merge"):
+            return self.cache.get_or_build(stage.name, key, full, lambda out, w: stage.build(out, w, inputs))
 
     def _link(self, label: str, target: Path) -> None:
         # the run directory points at the cached artifacts instead of copying them

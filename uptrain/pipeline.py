@@ -33,6 +33,8 @@ from uptrain.labels import BuildContext, describe, input_requests, spec_key, use
 from uptrain.labels.producers import plan_inputs
 from uptrain.precision import describe as describe_precision, lightning_precision, resolve_dtype
 from uptrain.report.markdown import console_table, render_report
+from uptrain.report.tidy import tidy_rows, to_csv
+from uptrain.train.distributed import launched_rank
 from uptrain.train.stage import BaseModelStage, TrainStage
 
 log = logging.getLogger("uptrain")
@@ -130,6 +132,7 @@ def validate(cfg: DictConfig, logger_factory=None) -> Plan:
     producers' settings, a lexical index with training phases, a model family that
     cannot retrieve without reranking, bad segment or path configs.
     """
+    job_shard(cfg)  # annotate.shard / annotate.num_shards
     ranking = plan_ranking(cfg)
     phases = plan_phases(cfg, logger_factory)
     for stage in phases:
@@ -167,6 +170,56 @@ def build_model(runner: Runner, plan: Plan, train_data: Artifact | None) -> Arti
     return model
 
 
+def model_directory(model: Artifact) -> Path:
+    """The final model as a sentence-transformers directory: a trained model's ``encoder/`` (a
+    SentenceTransformer for a bi-encoder, a CrossEncoder for a cross-encoder), or, for a model
+    used as shipped, its backbone's directory (the weights stay where the backbone lives)."""
+    from uptrain.model.backbone import resolve_backbone
+
+    encoder = Path(model.path) / "encoder"
+    if encoder.is_dir():
+        return encoder
+    from uptrain.model.base import FAMILIES
+
+    files = [Path(model.path) / c.artifact_file for c in FAMILIES.values() if (Path(model.path) / c.artifact_file).is_file()]
+    backbone = json.loads(files[0].read_text()).get("backbone") if files else None
+    return Path(resolve_backbone(backbone)) if backbone else encoder
+
+
+def link_model(run_dir: Path, model: Artifact) -> None:
+    """``<run dir>/model``: a link to :func:`model_directory`, so ``SentenceTransformer(run_dir/'model')``
+    (or ``CrossEncoder``) loads what this run ranked with."""
+    target = model_directory(model)
+    link = Path(run_dir) / "model"
+    if not target.is_dir():
+        log.warning("the model of this run is not a local directory (%s): no %s link", target, link)
+        return
+    try:
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(target, target_is_directory=True)
+    except OSError as exc:  # a file system without links: say where the model is instead
+        log.warning("could not link %s -> %s (%s); the model is at %s", link, target, exc, target)
+
+
+def job_shard(cfg: DictConfig):
+    """This job's share of the sharded stages (``annotate.shard`` of ``annotate.num_shards``), or None."""
+    from uptrain.annotate.shards import JobShard
+
+    annotate = cfg.get("annotate") or {}
+    return JobShard.from_config(annotate.get("shard"), annotate.get("num_shards", 1))
+
+
+def is_follower(cfg: DictConfig) -> bool:
+    """Whether this process is a launched training process other than rank 0 (multi-node DDP)."""
+    return launched_rank(_plain_trainer(cfg)) > 0
+
+
+def _plain_trainer(cfg: DictConfig) -> dict:
+    trainer = cfg.get("trainer")
+    return OmegaConf.to_container(trainer, resolve=True) if trainer is not None else {}
+
+
 def describe_labels(cfg: DictConfig) -> tuple[str, float | None]:
     """A one-line account of the training labels and the share of human labels they use (%)."""
     phases = cfg.get("phases") or []
@@ -192,7 +245,7 @@ def _train_data(runner: Runner, cfg: DictConfig) -> Artifact | None:
 def system_run(cfg: DictConfig, run_dir: Path, collection: str) -> Artifact:
     """One system's final run over one collection (its model trained or found in the cache), for pooling."""
     plan = validate(cfg)
-    runner = Runner(ArtifactCache(cfg.cache_dir), run_dir)
+    runner = Runner(ArtifactCache(cfg.cache_dir), run_dir, follower=is_follower(cfg), shard=job_shard(cfg))
     model = build_model(runner, plan, _train_data(runner, cfg)) if plan.ranking.needs_model else None
     return EvalContext(runner, cfg, model, Path(run_dir), plan.ranking).ranked(collection)
 
@@ -305,14 +358,21 @@ def run_experiment(
 ) -> ExperimentResult:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    plan = validate(cfg, make_logger_factory(cfg, run_dir))
-    runner = Runner(ArtifactCache(cfg.cache_dir), run_dir)
+    follower = is_follower(cfg)
+    plan = validate(cfg, None if follower else make_logger_factory(cfg, run_dir))
+    runner = Runner(ArtifactCache(cfg.cache_dir), run_dir, follower=follower, shard=job_shard(cfg))
     log.info("experiment %s -> %s (cache %s)", cfg.name, run_dir, runner.cache.root)
     for note in plan.ranking.notes:
         log.warning("%s", note)
 
     train_data = _train_data(runner, cfg)
     model = build_model(runner, plan, train_data) if plan.ranking.needs_model else None
+    if follower:  # another node's training process: rank 0 evaluates and writes the run directory
+        log.info("experiment %s: training process rank %d joined every training phase; rank 0 evaluates",
+                 cfg.name, launched_rank(cfg.trainer))
+        return ExperimentResult(cfg.name, run_dir, {}, runner.summary(), [])
+    if model is not None:
+        link_model(run_dir, model)
     ctx = EvalContext(runner, cfg, model, run_dir, plan.ranking, llm_test_runs, judge_runs=judge_runs,
                       train_data=train_data)
     evaluated = run_paths(ctx, plan.paths)
@@ -321,8 +381,10 @@ def run_experiment(
     results = evaluated.results
     measures = list(cfg.eval.measures) + [m for m in evaluated.measures if m not in cfg.eval.measures]
 
+    owners: dict[str, dict[str, str]] = {}  # collection -> segment -> segmentation, for metrics.csv
     segments = {
-        g: {c: segment_results(plan.segmentations, c, evaluated.queries.get(c, {}), r) for c, r in res.items()}
+        g: {c: segment_results(plan.segmentations, c, evaluated.queries.get(c, {}), r, owners.setdefault(c, {}))
+            for c, r in res.items()}
         for g, res in results.items()
     } if plan.segmentations else None
     alpha = float(cfg.eval.get("alpha", 0.05))
@@ -379,6 +441,7 @@ def run_experiment(
         "collections": collection_stats(runner),
     }
     write_atomic(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    write_atomic(run_dir / "metrics.csv", to_csv(tidy_rows(cfg.name, results, segments, markers, segment_markers, owners)))
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     write_atomic(run_dir / "config.yaml", config_yaml)
     report = render_report(

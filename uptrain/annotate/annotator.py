@@ -63,6 +63,9 @@ class AnnotatorStage(Stage[T]):
     #: True for a stage that can run the simulated annotator (``annotator=simulated``: grades drawn
     #: from the human labels, no model): the pointwise grade stage alone; every other stage refuses it
     accepts_simulated: bool = False
+    #: queries can be split across jobs (``annotate.shard`` / ``annotate.num_shards``; see
+    #: :mod:`uptrain.annotate.shards`): the work is one resumable loop over queries
+    shardable: bool = True
 
     def __init__(self, annotator: DictConfig | Mapping, batch_queries: int = 4):
         self.annotator: dict = plain(annotator)

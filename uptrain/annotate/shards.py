@@ -5,37 +5,160 @@ in the middle of a line leaves a torn last line; the reader drops it (and trunca
 the file to the last complete line), so the next run redoes only that query.
 
 :func:`run_sharded` is the one resumable loop of the annotator stages (annotation, REPLUG
-scoring, the LLM test collection): the items not yet committed, in batches, one record
-per item, then every record in order.
+scoring, the judge, the generator, the LLM test collection): the items not yet committed, in
+batches, one record per item, then every record in order.
+
+Across jobs (``annotate.shard=K annotate.num_shards=N``, :class:`JobShard`): job K takes the
+queries whose id hashes to K (the same split in every stage and every re-run), commits them to
+files of its own (``shard-K-of-N-*.jsonl``) in the stage's shared work directory, and stops there
+(:class:`ShardFinished`); then it tries the merge, the stage's ordinary build under the artifact's
+lock, which finds every query committed and publishes the artifact, or finds some missing and
+raises :class:`ShardsPending` (the job exits, saying which shards are left). So the last job to
+finish publishes, and goes on with the experiment. A job reads the other jobs' files but repairs
+(cuts a torn line from) only its own, since another job may be writing to them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import hashlib
 import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from tqdm.auto import tqdm
 
+from uptrain.errors import ConfigError, UserError
+
 log = logging.getLogger("uptrain")
 
 
+@dataclass(frozen=True)
+class JobShard:
+    """Job ``index`` of ``count`` jobs that split a stage's queries between them."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def from_config(cls, shard: Any, num_shards: Any) -> "JobShard | None":
+        """``annotate.shard`` / ``annotate.num_shards`` checked; None for one job (the default)."""
+        def whole(value, name):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"annotate.{name} must be an integer, got {value!r}")
+            return value
+
+        count = 1 if num_shards is None else whole(num_shards, "num_shards")
+        if count < 1:
+            raise ConfigError(f"annotate.num_shards must be at least 1, got {count}")
+        if shard is None:
+            if count > 1:
+                raise ConfigError(f"annotate.num_shards={count} needs annotate.shard=K (0..{count - 1}): the shard "
+                                  "this job annotates; a sweep runs them all: annotate.shard=" + ",".join(
+                                      str(k) for k in range(min(count, 4))) + ("..." if count > 4 else ""))
+            return None
+        index = whole(shard, "shard")
+        if not 0 <= index < count:
+            raise ConfigError(f"annotate.shard={index} is outside 0..{count - 1} (annotate.num_shards={count})")
+        return cls(index, count) if count > 1 else None
+
+    @property
+    def tag(self) -> str:
+        return f"{self.index}-of-{self.count}"
+
+    def owns(self, item_id: str) -> bool:
+        """Whether this job takes the query: a hash of its id (the same in every stage and process)."""
+        digest = hashlib.sha1(str(item_id).encode("utf-8")).digest()
+        return int.from_bytes(digest[:8], "big") % self.count == self.index
+
+
+class ShardFinished(Exception):
+    """Internal: this job's share of a stage is committed (raised out of the stage's build)."""
+
+    def __init__(self, desc: str, done: int, total: int):
+        super().__init__(f"{desc}: this job's {done} of {total} queries are committed")
+        self.desc, self.done, self.total = desc, done, total
+
+
+class ShardsPending(UserError):
+    """The merge of a sharded stage found queries of other jobs not yet committed."""
+
+    def __init__(self, desc: str, shard: JobShard, missing: dict[int, int], total: int):
+        left = ", ".join(f"shard {k} ({n} queries)" for k, n in sorted(missing.items()))
+        super().__init__(
+            f"{desc}: shard {shard.index} of {shard.count} is committed, but {sum(missing.values())} of {total} "
+            f"queries belong to shards not finished yet: {left}. Run those jobs (annotate.shard=K "
+            f"annotate.num_shards={shard.count}, same overrides otherwise); the last one to finish merges the "
+            "shards and goes on with the experiment. Re-running a finished shard redoes nothing"
+        )
+        self.shard, self.missing, self.total = shard, dict(missing), total
+
+
+#: (the job's shard, "work" | "merge") while a sharded job runs a stage; None: the whole stage in this process
+_JOB: contextvars.ContextVar[tuple[JobShard, str] | None] = contextvars.ContextVar("uptrain_job_shard", default=None)
+
+
+@contextlib.contextmanager
+def job_shard(shard: JobShard, mode: str):
+    """Run a stage's build as ``shard``'s ``work`` (its share, then :class:`ShardFinished`) or its
+    ``merge`` (every query must be committed, else :class:`ShardsPending`)."""
+    if mode not in ("work", "merge"):
+        raise ValueError(f"mode must be work or merge, got {mode!r}")
+    token = _JOB.set((shard, mode))
+    try:
+        yield
+    finally:
+        _JOB.reset(token)
+
+
+def _own_tag() -> str | None:
+    job = _JOB.get()
+    return job[0].tag if job else None
+
+
+def job_path(path: Path) -> Path:
+    """A side file of a stage's work directory for this process to append to: ``path`` itself for one
+    job, ``<stem>.<K-of-N><suffix>`` for job K (appends of concurrent jobs never share a file)."""
+    tag = _own_tag()
+    path = Path(path)
+    return path.with_name(f"{path.stem}.{tag}{path.suffix}") if tag else path
+
+
+def job_paths(path: Path) -> list[Path]:
+    """``path`` and every job's :func:`job_path` of it, those that exist."""
+    path = Path(path)
+    found = [path] if path.is_file() else []
+    return found + sorted(path.parent.glob(f"{path.stem}.*-of-*{path.suffix}"))
+
+
+def _tag_of(shard: Path) -> str | None:
+    """``shard-3-of-4-00000.jsonl`` -> ``3-of-4``; ``shard-00000.jsonl`` (one job) -> None."""
+    parts = shard.stem.split("-")
+    return "-".join(parts[1:4]) if len(parts) == 5 and parts[2] == "of" else None
+
+
 class ShardWriter:
-    def __init__(self, directory: Path, records_per_shard: int = 1000):
+    """Appends records to ``shard-NNNNN.jsonl`` files, or ``shard-<K-of-N>-NNNNN.jsonl`` for job ``tag``."""
+
+    def __init__(self, directory: Path, records_per_shard: int = 1000, tag: str | None = None):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.records_per_shard = int(records_per_shard)
+        self.tag = tag
         self._fh = None
         self._count = 0
 
     def _open_next(self) -> None:
         if self._fh:
             self._fh.close()
-        n = len(list(self.directory.glob("shard-*.jsonl")))
-        self._fh = open(self.directory / f"shard-{n:05d}.jsonl", "a", encoding="utf-8")
+        n = sum(1 for f in self.directory.glob("shard-*.jsonl") if _tag_of(f) == self.tag)
+        name = f"shard-{self.tag}-{n:05d}.jsonl" if self.tag else f"shard-{n:05d}.jsonl"
+        self._fh = open(self.directory / name, "a", encoding="utf-8")
         self._count = 0
 
     def append(self, record: dict) -> None:
@@ -53,9 +176,12 @@ class ShardWriter:
 
 
 def read_shards(directory: Path, repair: bool = True) -> Iterator[dict]:
-    """Every complete record of every shard, in order; a torn last line is dropped (and cut off)."""
+    """Every complete record of every shard, in order; a torn last line is dropped (and cut off, in
+    this process's own files only: another job's may be in the middle of a write)."""
     directory = Path(directory)
+    own = _own_tag()
     for shard in sorted(directory.glob("shard-*.jsonl")):
+        mine = _tag_of(shard) == own
         good_bytes = 0
         with open(shard, "rb") as f:
             data = f.read()
@@ -68,7 +194,7 @@ def read_shards(directory: Path, repair: bool = True) -> Iterator[dict]:
                 break
             good_bytes += len(line)
             yield record
-        if repair and good_bytes < len(data):
+        if repair and mine and good_bytes < len(data):
             with open(shard, "r+b") as f:
                 f.truncate(good_bytes)
 
@@ -126,9 +252,24 @@ def run_sharded(
     ids = [key(item) for item in items]
     left = set(pending(directory, ids, desc))
     todo = [item for item, i in zip(items, ids) if i in left]
+    job = _JOB.get()
+    if job is not None and job[1] == "merge" and todo:
+        shard = job[0]
+        missing: dict[int, int] = {}
+        for item in todo:
+            owner = next(k for k in range(shard.count) if JobShard(k, shard.count).owns(key(item)))
+            missing[owner] = missing.get(owner, 0) + 1
+        raise ShardsPending(desc, shard, missing, len(items))
+    if job is not None and job[1] == "work":
+        mine = [item for item in items if job[0].owns(key(item))]
+        todo = [item for item in todo if job[0].owns(key(item))]
+        log.info("[%s] shard %s: %d of %d queries are this job's, %d of them to do", desc, job[0].tag,
+                 len(mine), len(items), len(todo))
     if todo:
-        writer = ShardWriter(directory)
-        bar = tqdm(total=len(items), initial=len(items) - len(todo), unit="q", desc=desc, dynamic_ncols=True)
+        writer = ShardWriter(directory, tag=_own_tag())
+        scope = len(mine) if job is not None else len(items)  # a job's bar counts its own share
+        bar = tqdm(total=scope, initial=scope - len(todo), unit="q", desc=desc if job is None else f"{desc} [{job[0].tag}]",
+                   dynamic_ncols=True)
         tokens, t0 = 0, time.time()
         try:
             for start in range(0, len(todo), int(batch_size)):
@@ -149,4 +290,6 @@ def run_sharded(
         finally:
             writer.close()
             bar.close()
+    if job is not None and job[1] == "work":
+        raise ShardFinished(desc, len(mine), len(items))
     return collect(directory, ids, what or desc, out)

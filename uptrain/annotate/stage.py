@@ -41,6 +41,7 @@ from omegaconf import DictConfig
 from uptrain.annotate.annotator import AnnotatorStage, annotated_pool
 from uptrain.annotate.budget import TruncationStats
 from uptrain.annotate.backends.base import Backend, next_tokens_unsupported
+from uptrain.annotate.shards import job_path, job_paths
 from uptrain.annotate.quality import score_separation, selection_quality, steps_markdown, table1_markdown
 from uptrain.annotate.steps import SELECTION_STEPS, STEPS, QueryAnnotation, add_costs, check_scheme, check_steps
 from uptrain.errors import ConfigError
@@ -101,7 +102,7 @@ class AnnotateStage(AnnotatorStage[dict]):
         collection = inputs["data"].value
         pool = annotated_pool(inputs["pool"].value, self.max_queries, "annotate")
 
-        costs = Path(work) / STEP_COSTS
+        costs = job_path(Path(work) / STEP_COSTS)  # a sharded job appends to its own file
 
         def annotate(batch: list) -> list[dict]:
             items = [QueryAnnotation(e.query_id, e.query, list(e.candidates)) for e in batch]
@@ -116,7 +117,7 @@ class AnnotateStage(AnnotatorStage[dict]):
             return records
 
         ordered = self.run_shards(work, pool, annotate, "annotate", "annotation", out / "labels.jsonl")
-        self._publish(out, ordered, pool, step_costs(costs, [r["query_id"] for r in ordered]))
+        self._publish(out, ordered, pool, step_costs(Path(work) / STEP_COSTS, [r["query_id"] for r in ordered]))
 
     def _publish(self, out: Path, ordered: list[dict], pool, costs: tuple[dict, int] | None = None) -> None:
         anns = [QueryAnnotation.from_dict({k: v for k, v in r.items() if k != "seconds"}) for r in ordered]
@@ -202,10 +203,11 @@ class AnnotateStage(AnnotatorStage[dict]):
 
 def step_costs(path: Path, query_ids: list[str]) -> tuple[dict, int]:
     """Per step, the summed cost of ``query_ids`` from the batch lines at ``path`` (each query an
-    equal share of the last batch that annotated it), and how many of the queries no line covers."""
+    equal share of the last batch that annotated it), and how many of the queries no line covers.
+    Sharded jobs' files beside ``path`` (:func:`uptrain.annotate.shards.job_paths`) are read too."""
     latest: dict[str, tuple[int, dict]] = {}
-    if Path(path).is_file():
-        with open(path, encoding="utf-8") as f:
+    for part in job_paths(path):
+        with open(part, encoding="utf-8") as f:
             for raw in f:
                 try:
                     line = json.loads(raw)

@@ -164,11 +164,12 @@ def split_result(result: EvalResult, assignment: Mapping[str, str], order: Seque
 
 def segment_results(
     segmentations: Mapping[str, Segmentation], collection: str, queries: Mapping[str, str], result: EvalResult,
+    owners: dict[str, str] | None = None,
 ) -> dict[str, EvalResult]:
     """Every applicable segmentation's segments of one collection's result, by segment name.
 
     Two segmentations that name a segment alike on one collection would overwrite each
-    other: that is a configuration error.
+    other: that is a configuration error. ``owners``, when given, receives segment -> segmentation.
     """
     out: dict[str, EvalResult] = {}
     for name, seg in segmentations.items():
@@ -183,4 +184,6 @@ def segment_results(
                 raise ConfigError(f"segment name '{s}' is produced twice on {collection} (segmentation '{name}' and an "
                                   "earlier one); give one of them other labels")
             out[s] = r
+            if owners is not None:  # segment name -> the segmentation that made it
+                owners[s] = name
     return out

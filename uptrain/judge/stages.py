@@ -49,6 +49,8 @@ def pairs_digest(pairs: Mapping[str, list[str]]) -> str:
 class JudgeLabelStage(Stage[JudgeLabels]):
     name = "judge_label"
     version = 1
+    #: queries can be split across jobs (annotate.shard / annotate.num_shards)
+    shardable = True
 
     def __init__(self, judge: Judge, pairs: Mapping[str, list[str]], batch_queries: int = 8, part: str | None = None):
         self.judge = judge

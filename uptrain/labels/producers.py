@@ -91,6 +91,7 @@ def _annotate_stage(cfg: DictConfig, params: dict):
 
     settings = OmegaConf.to_container(cfg.annotate, resolve=True)
     settings.pop("grade", None)  # the pointwise grade stage's own settings (uptrain/labels/graded.py)
+    settings.pop("shard", None), settings.pop("num_shards", None)  # the job's share (the Runner's), not the artifact's
     return AnnotateStage(cfg.annotator, **settings)
 
 

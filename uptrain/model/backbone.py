@@ -5,10 +5,11 @@ from __future__ import annotations
 import importlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from uptrain.cache import dir_digest
-from uptrain.errors import UserError
+from uptrain.errors import ConfigError, UserError
 
 # Models that ship inside PyPI packages, so they load with no hub. name -> (module, pip name)
 PACKAGED_MODELS = {
@@ -110,3 +111,123 @@ def freeze_pooler(encoder) -> None:
     if pooler is not None:
         for param in pooler.parameters():
             param.requires_grad_(False)
+
+
+# ---- sentence-transformers model directories (models in) -------------------------------------------
+
+@dataclass
+class SentenceTransformersLayout:
+    """What a sentence-transformers directory says about how it computes (``modules.json``).
+
+    ``kind``: ``"bi"`` (a SentenceTransformer: pooling, optional Normalize) or ``"cross"`` (a
+    modular CrossEncoder: pooling and a Dense layer writing ``scores``, or a sequence-classification
+    transformer, ``pooling`` None). ``similarity``: the directory's own ``similarity_fn_name``.
+    """
+
+    path: str
+    kind: str
+    pooling: str | None
+    normalize: bool
+    similarity: str | None = None
+    prompts: dict | None = None
+    dense_scores: str | None = None  # the Dense(scores) module's directory, for a modular CrossEncoder
+    max_seq_length: int | None = None
+
+
+# sentence-transformers pooling modes (the v2 booleans and the v3+ ``pooling_mode`` string) -> uptrain's
+_ST_POOLING_FLAGS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
+                     "pooling_mode_max_tokens": "max", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
+                     "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
+
+
+def _read_json(path: Path, what: str) -> dict | list:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(f"{path} ({what}) cannot be read as JSON ({exc}); the directory is not a "
+                                    "usable sentence-transformers model") from None
+
+
+def sentence_transformers_layout(name: str) -> SentenceTransformersLayout | None:
+    """The layout of a sentence-transformers model directory; None for anything else (a plain
+    Hugging Face directory, a hub name). Reads JSON files only: no weights are loaded."""
+    path = resolve_backbone(name)
+    modules_file = Path(path) / "modules.json"
+    if not modules_file.is_file():
+        return None
+    modules = _read_json(modules_file, "the module list")
+    pooling, normalize, dense = None, False, None
+    for module in modules if isinstance(modules, list) else []:
+        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+        where = Path(path) / module.get("path", "")
+        if kind == "Pooling":
+            conf = _read_json(where / "config.json", "the pooling config")
+            pooling = conf.get("pooling_mode")
+            if pooling is None:
+                chosen = [mode for flag, mode in _ST_POOLING_FLAGS.items() if conf.get(flag)]
+                pooling = "+".join(chosen) if chosen else None
+        elif kind == "Normalize":
+            normalize = True
+        elif kind == "Dense":
+            conf = _read_json(where / "config.json", "a dense layer's config")
+            if conf.get("module_output_name") == "scores":
+                dense = str(where)
+    st_config = Path(path) / "config_sentence_transformers.json"
+    meta = _read_json(st_config, "the model's settings") if st_config.is_file() else {}
+    bert_config = Path(path) / "sentence_bert_config.json"
+    seq = _read_json(bert_config, "the transformer's settings") if bert_config.is_file() else {}
+    cross = meta.get("model_type") == "CrossEncoder" or dense is not None
+    return SentenceTransformersLayout(
+        path=str(path), kind="cross" if cross else "bi", pooling=pooling, normalize=normalize,
+        similarity=meta.get("similarity_fn_name"), prompts=meta.get("prompts") or None, dense_scores=dense,
+        max_seq_length=seq.get("max_seq_length"),
+    )
+
+
+def check_biencoder_backbone(backbone: str, pooling: str, similarity: str) -> tuple[str, str]:
+    """The (pooling, similarity) a bi-encoder on ``backbone`` computes with: the configured ones,
+    checked against a sentence-transformers directory's, or the directory's for ``auto``.
+
+    A configured value that contradicts the directory is an error (the model was trained with the
+    directory's pooling and normalisation; computing otherwise gives other vectors, silently).
+    """
+    layout = sentence_transformers_layout(backbone)
+    if layout is None:
+        if "auto" in (pooling, similarity):
+            raise ConfigError(
+                f"model.pooling/model.similarity=auto read the choice from a sentence-transformers directory "
+                f"(modules.json), but {backbone!r} is not one; set model.pooling=mean|cls and "
+                "model.similarity=cos|dot for a plain Hugging Face model")
+        return pooling, similarity
+    if layout.kind == "cross":
+        raise ConfigError(f"model.backbone {backbone!r} is a sentence-transformers CrossEncoder; a bi-encoder "
+                          "needs an encoder (use model=cross_encoder to start a cross-encoder from it)")
+    found_pooling = layout.pooling
+    if found_pooling not in ("mean", "cls"):
+        raise ConfigError(f"the sentence-transformers model {backbone!r} pools with {found_pooling!r}; uptrain's "
+                          "bi-encoder computes mean or cls pooling only")
+    if layout.normalize:
+        found_similarity = "cos"
+    elif layout.similarity in ("dot", "cosine"):
+        found_similarity = {"dot": "dot", "cosine": "cos"}[layout.similarity]
+    else:
+        found_similarity = None  # unnormalised, no stated similarity: either choice is the user's
+    problems = []
+    if pooling == "auto":
+        pooling = found_pooling
+    elif pooling != found_pooling:
+        problems.append(f"model.pooling={pooling} but its Pooling module is {found_pooling}")
+    if similarity == "auto":
+        if found_similarity is None:
+            raise ConfigError(f"the sentence-transformers model {backbone!r} neither normalises nor names a "
+                              "similarity, so model.similarity=auto cannot choose; set cos or dot")
+        similarity = found_similarity
+    elif found_similarity is not None and similarity != found_similarity:
+        why = "it ends in a Normalize module" if layout.normalize else f"its similarity_fn_name is {layout.similarity}"
+        problems.append(f"model.similarity={similarity} but {why}")
+    if problems:
+        raise ConfigError(
+            f"model.backbone {backbone!r} is a sentence-transformers model whose settings contradict the config: "
+            f"{'; '.join(problems)}. Set model.pooling=auto model.similarity=auto to compute as the model was "
+            "trained, give the matching values, or add +model.st_layout=ignore to compute as configured anyway.")
+    return pooling, similarity

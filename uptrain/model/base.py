@@ -66,6 +66,10 @@ class RankingModel(nn.Module, ABC):
     def from_artifact(cls, path: str | Path) -> "RankingModel":
         """Read an artifact written by :meth:`save`."""
 
+    @classmethod
+    def check_config(cls, cfg: dict) -> None:
+        """Check a model config against its backbone's files (no weights loaded), before anything slow."""
+
     def _write_settings(self, path: Path, settings: dict) -> None:
         (path / self.artifact_file).write_text(json.dumps({"family": self.family, **settings}, indent=2))
 

