@@ -173,6 +173,12 @@ def test_human_run_writes_everything_then_all_cache_hits(cli_env, tmp_path):
     assert metrics["precision"]["model_dtype"] == {"configured": "auto", "resolved": "bf16" if fast else "fp32"}
     assert metrics["precision"]["training"] == {"human": "bf16-mixed" if fast else "32-true"}
     assert ("computing in bf16" if fast else "computing in fp32") in report
+    # what other tools read: the model in sentence-transformers, metrics.csv, the exported labels
+    from test_ecosystem import check_export, check_model_link, check_tidy_metrics
+
+    check_model_link(run_dir)
+    check_tidy_metrics(run_dir)
+    check_export(run_dir, tmp_path)
 
     second = run_cli(["+exp=human", "profile=tiny", NO_BASELINE], cli_env, tmp_path)
     again = json.loads((_run_dir(second.stdout) / "metrics.json").read_text())

@@ -135,6 +135,8 @@ def validate(cfg: DictConfig, logger_factory=None) -> Plan:
     job_shard(cfg)  # annotate.shard / annotate.num_shards
     ranking = plan_ranking(cfg)
     phases = plan_phases(cfg, logger_factory)
+    if ranking.needs_model or phases:  # the backbone, and its pooling against a sentence-transformers layout
+        BaseModelStage(cfg.model).validate()
     for stage in phases:
         stage.validate()
         for producer_stage in plan_inputs(cfg, input_requests(stage.labels)):

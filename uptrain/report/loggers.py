@@ -100,15 +100,15 @@ class WandbExperiment:
             tables = {"metrics/all": table(rows)}
             for collection in sorted({r["collection"] for r in rows}):
                 tables[f"metrics/{collection}"] = table([r for r in rows if r["collection"] == collection])
-            for segmentation in sorted({r["segmentation"] for r in rows if r["segmentation"]}):
+            for segmentation in sorted({r["segmentation"] for r in rows if r["segmentation"] not in ("", "all")}):
                 tables[f"segments/{segmentation}"] = table([r for r in rows if r["segmentation"] == segmentation])
             self.run.log(tables)
             for r in rows:
-                if not r["segment"] and _number(r["value"]) is not None:
+                if r["segmentation"] == "all" and _number(r["value"]) is not None:
                     self.run.summary[f"{r['group']}/{r['collection']}/{r['measure']}"] = _number(r["value"])
         plots = self._plots()
         if plots:
-            self.run.log({f"plots/{p.relative_to(self.run_dir).as_posix()}": wandb.Image(str(p)) for p in plots})
+            self.run.log({f"plots/{p.relative_to(self.run_dir).with_suffix('').as_posix()}": wandb.Image(str(p)) for p in plots})
         artifact = wandb.Artifact(f"report-{self.run.name}".replace("/", "-")[:120], type="uptrain-report",
                                   metadata={"run_dir": str(self.run_dir), "rows": len(rows)})
         added = 0
