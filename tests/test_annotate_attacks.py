@@ -415,3 +415,28 @@ def test_experiment_composes_with_and_without_a_guard():
     assert path.stage(both).guard == "fence+instructions_after"
     with pytest.raises(ConfigError, match="eval.paths.robustness.rate"):
         RobustnessPath(rate=2.0).validate(cfg)
+
+
+def test_score_shift_of_injected_passages_by_hand():
+    """The paired shift of the injected passages' own scores (P(yes)), which a 0.5 threshold hides: both
+    injected passages gain (0.10 -> 0.30, 0.20 -> 0.25), the non-injected one is not counted. Catches an
+    unpaired mean, scores read from the wrong condition, or non-injected passages counted."""
+    from scipy.stats import wilcoxon
+
+    from uptrain.annotate.robustness import score_shift
+
+    def cond(scores):
+        return {"relsel": [], "scores": {"relsel": scores}}
+
+    records = [{"query_id": "q", "injected": ["a", "b"],
+                "conditions": {"clean": cond({"a": 0.10, "b": 0.20, "c": 0.9}),
+                               "instruction": cond({"a": 0.30, "b": 0.25, "c": 0.1})}},
+               {"query_id": "r", "injected": ["x"],
+                "conditions": {"clean": cond({"x": 0.40}), "instruction": cond({"x": 0.35})}}]
+    got = score_shift(records, "instruction", "relsel")
+    assert got["score_pairs"] == 3
+    assert got["score_clean"] == pytest.approx((0.10 + 0.20 + 0.40) / 3)
+    assert got["score"] == pytest.approx((0.30 + 0.25 + 0.35) / 3)
+    assert got["score_delta"] == pytest.approx((0.20 + 0.05 - 0.05) / 3)
+    assert got["score_p_value"] == pytest.approx(wilcoxon([0.30, 0.25, 0.35], [0.10, 0.20, 0.40]).pvalue)
+    assert score_shift(records, "instruction", "utilrank") == {}  # a step without scores: nothing claimed

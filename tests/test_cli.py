@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from scipy.stats import ttest_rel
 
-from conftest import DATA, NO_BASELINE, REPO, needs_data, run_cli, uptrain_command
+from conftest import DATA, NO_BASELINE, REPO, TINY, needs_data, run_cli, uptrain_command
 
 # the four collections of conf/eval/default.yaml
 JUDGE_COLLECTIONS = {"trec_dl19", "scifact_train"}  # evaluated by the judge path, not in the default groups
@@ -418,6 +418,43 @@ def test_two_node_training_one_command_per_node(cli_env, tmp_path):
     metrics = json.loads((tmp_path / "node0" / "metrics.json").read_text())
     assert metrics["groups"]["in_domain"]["collections"]["scifact_test"]["nDCG@10"] > 0.0
     assert not (tmp_path / "node1" / "metrics.json").exists() and not (tmp_path / "node1" / "model").exists()
+
+
+@needs_data
+@pytest.mark.slow
+def test_annotation_split_over_two_concurrent_jobs(cli_env, tmp_path):
+    """annotate.shard=0 and 1 of annotate.num_shards=2 started at once on one cache, as a SLURM array starts
+    them: each annotates (and REPLUG-scores, the experiment's second sharded stage) only its share, the one
+    that finishes first waits for the other, one merges, and both go on to train and evaluate. Catches a job
+    that annotates another's queries, a job that ends instead of waiting for a running shard, a merge that
+    loses or reorders queries, and two published annotations."""
+    from uptrain.annotate.shards import JobShard
+
+    args = ["+exp=relsel", *TINY, "eval.groups.out_of_domain=[]", "annotate.num_shards=2"]
+    procs = [subprocess.Popen(uptrain_command() + args + [f"annotate.shard={k}", f"hydra.run.dir=job{k}"], cwd=tmp_path,
+                              env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for k in (0, 1)]
+    try:
+        outs = [p.communicate(timeout=1500)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-4000:] for o in outs)
+    # profile=tiny annotates the pool's first 4 queries (annotate.max_queries)
+    pool = [json.loads(x)["query_id"] for x in
+            next((tmp_path / "cache" / "pool").glob("*/pool.jsonl")).read_text().splitlines()][:4]
+    owners = Counter(next(k for k in (0, 1) if JobShard(k, 2).owns(q)) for q in pool)
+    assert owners[0] and owners[1], owners  # the split gives both jobs queries on this data
+    for k, out in enumerate(outs):
+        assert f"[annotate] shard {k}-of-2: {owners[k]} of 4 queries are this job's" in out, out[-3000:]
+        assert f"[replug] shard {k}-of-2: {owners[k]} of 4 queries are this job's" in out, out[-3000:]
+        assert (tmp_path / f"job{k}" / "metrics.json").is_file()
+        assert "is committed, but" not in out
+    done = list((tmp_path / "cache" / "annotate").glob("*/labels.jsonl"))
+    assert len(done) == 1
+    assert [json.loads(x)["query_id"] for x in done[0].read_text().splitlines()] == pool
+    assert len(list((tmp_path / "cache" / "replug").glob("*/_uptrain_artifact.json"))) == 1
+    first, second = (json.loads((tmp_path / f"job{k}" / "metrics.json").read_text()) for k in (0, 1))
+    assert first["groups"] == second["groups"]
 
 
 @needs_data

@@ -245,7 +245,7 @@ def test_two_shard_jobs_and_their_merge_equal_one_unsharded_run(tmp_path):
     cache = ArtifactCache(tmp_path / "shared")
     EchoBackend.generate_calls = 0
     with pytest.raises(ShardsPending) as pending:
-        Runner(cache, tmp_path / "job0", shard=JobShard(0, 2)).run(stage(), inputs, label="annotate")
+        Runner(cache, tmp_path / "job0", shard=JobShard(0, 2, wait=0)).run(stage(), inputs, label="annotate")
     mine = [q for q, k in owners.items() if k == 0]
     assert EchoBackend.generate_calls == len(mine) * 4  # four steps per query, none of shard 1's
     message = str(pending.value)
@@ -254,7 +254,7 @@ def test_two_shard_jobs_and_their_merge_equal_one_unsharded_run(tmp_path):
 
     EchoBackend.generate_calls = 0
     with pytest.raises(ShardsPending):  # re-running a finished shard redoes nothing
-        Runner(cache, tmp_path / "job0", shard=JobShard(0, 2)).run(stage(), inputs, label="annotate")
+        Runner(cache, tmp_path / "job0", shard=JobShard(0, 2, wait=0)).run(stage(), inputs, label="annotate")
     assert EchoBackend.generate_calls == 0
 
     merged = Runner(cache, tmp_path / "job1", shard=JobShard(1, 2)).run(stage(), inputs, label="annotate")
@@ -280,12 +280,13 @@ def test_two_shard_jobs_and_their_merge_equal_one_unsharded_run(tmp_path):
     (2, 2, "outside 0..1"),
     (0, 0, "at least 1"),
     ("a", 2, "must be an integer"),
+    (0, 2, "shard_wait"),
 ])
 def test_shard_settings_are_checked(shard, num, message):
     from uptrain.annotate.shards import JobShard
 
     with pytest.raises(ConfigError, match=message):
-        JobShard.from_config(shard, num)
+        JobShard.from_config(shard, num, -1 if message == "shard_wait" else 120)
     assert JobShard.from_config(None, 1) is None and JobShard.from_config(0, 1) is None
 
 

@@ -196,14 +196,14 @@ class Runner:
         """This job's share of a shardable stage, then the merge (see :mod:`uptrain.annotate.shards`)."""
         import shutil
 
-        from uptrain.annotate.shards import ShardFinished, job_shard
-        from uptrain.cache import exclusive_lock
+        from uptrain.annotate.shards import ShardFinished, ShardsPending, job_shard
+        from uptrain.cache import exclusive_lock, lock_held
 
         shard = self.shard
         work = self.cache.work_dir(stage.name, key)
         work.mkdir(parents=True, exist_ok=True)
-        lock = self.cache.lock_path(stage.name, key).with_name(f"{key}.shard-{shard.tag}.lock")
-        with exclusive_lock(lock, f"{stage.name}/{key} shard {shard.tag}"):
+        lock_dir = self.cache.lock_path(stage.name, key).parent
+        with exclusive_lock(lock_dir / shard.lock_name(key), f"{stage.name}/{key} shard {shard.tag}"):
             scratch = work / "jobs" / shard.tag  # the build's output in work mode is thrown away
             shutil.rmtree(scratch, ignore_errors=True)
             scratch.mkdir(parents=True)
@@ -215,8 +215,24 @@ class Runner:
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
         # the merge: the stage's own build under the artifact's lock, with every query committed
-        with job_shard(shard, "merge"):
-            return self.cache.get_or_build(stage.name, key, full, lambda out, w: stage.build(out, w, inputs))
+        deadline = time.monotonic() + shard.wait
+        while True:
+            try:
+                with job_shard(shard, "merge"):
+                    return self.cache.get_or_build(stage.name, key, full, lambda out, w: stage.build(out, w, inputs))
+            except ShardsPending as pending:
+                running = [k for k in sorted(pending.missing) if lock_held(lock_dir / shard.lock_name(key, k))]
+                if running:  # another job is on it: wait for its share, then merge again
+                    log.info("[stage %s] shard %s done; waiting for shard %d, which another job is annotating",
+                             label, shard.tag, running[0])
+                    with exclusive_lock(lock_dir / shard.lock_name(key, running[0]),
+                                        f"{stage.name}/{key} shard {running[0]}-of-{shard.count}", message_every=300):
+                        pass
+                    deadline = time.monotonic() + shard.wait
+                elif time.monotonic() < deadline:  # a job that has not started its share yet
+                    time.sleep(min(5.0, max(deadline - time.monotonic(), 0.0)))
+                else:
+                    raise
 
     def _link(self, label: str, target: Path) -> None:
         # the run directory points at the cached artifacts instead of copying them

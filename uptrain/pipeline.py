@@ -209,7 +209,7 @@ def job_shard(cfg: DictConfig):
     from uptrain.annotate.shards import JobShard
 
     annotate = cfg.get("annotate") or {}
-    return JobShard.from_config(annotate.get("shard"), annotate.get("num_shards", 1))
+    return JobShard.from_config(annotate.get("shard"), annotate.get("num_shards", 1), annotate.get("shard_wait", 120))
 
 
 def is_follower(cfg: DictConfig) -> bool:

@@ -13,8 +13,11 @@ queries whose id hashes to K (the same split in every stage and every re-run), c
 files of its own (``shard-K-of-N-*.jsonl``) in the stage's shared work directory, and stops there
 (:class:`ShardFinished`); then it tries the merge, the stage's ordinary build under the artifact's
 lock, which finds every query committed and publishes the artifact, or finds some missing and
-raises :class:`ShardsPending` (the job exits, saying which shards are left). So the last job to
-finish publishes, and goes on with the experiment. A job reads the other jobs' files but repairs
+raises :class:`ShardsPending`. A job whose share is done waits for the shards other jobs are working
+on (their locks), and for ``annotate.shard_wait`` seconds for one no job has started, then tries the
+merge again; when a missing shard has no job, it exits saying which shards are left. So jobs that run
+at once (a SLURM array) go through every sharded stage together, each doing its share, and jobs run
+one after another each do their share of one stage per run; either way a finished share is never redone. A job reads the other jobs' files but repairs
 (cuts a torn line from) only its own, since another job may be writing to them.
 """
 
@@ -44,10 +47,13 @@ class JobShard:
 
     index: int
     count: int
+    #: seconds a job whose share is done waits for a missing shard that no job is working on yet
+    #: (``annotate.shard_wait``); a shard another job is working on is always waited for
+    wait: float = 120.0
 
     @classmethod
-    def from_config(cls, shard: Any, num_shards: Any) -> "JobShard | None":
-        """``annotate.shard`` / ``annotate.num_shards`` checked; None for one job (the default)."""
+    def from_config(cls, shard: Any, num_shards: Any, wait: Any = 120.0) -> "JobShard | None":
+        """``annotate.shard`` / ``annotate.num_shards`` / ``annotate.shard_wait`` checked; None for one job."""
         def whole(value, name):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"annotate.{name} must be an integer, got {value!r}")
@@ -65,11 +71,17 @@ class JobShard:
         index = whole(shard, "shard")
         if not 0 <= index < count:
             raise ConfigError(f"annotate.shard={index} is outside 0..{count - 1} (annotate.num_shards={count})")
-        return cls(index, count) if count > 1 else None
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
+            raise ConfigError(f"annotate.shard_wait must be a number of seconds >= 0, got {wait!r}")
+        return cls(index, count, float(wait)) if count > 1 else None
 
     @property
     def tag(self) -> str:
         return f"{self.index}-of-{self.count}"
+
+    def lock_name(self, key: str, index: int | None = None) -> str:
+        """The lock file a job holds while it works on its share of artifact ``key``."""
+        return f"{key}.shard-{self.index if index is None else index}-of-{self.count}.lock"
 
     def owns(self, item_id: str) -> bool:
         """Whether this job takes the query: a hash of its id (the same in every stage and process)."""

@@ -91,7 +91,8 @@ def _annotate_stage(cfg: DictConfig, params: dict):
 
     settings = OmegaConf.to_container(cfg.annotate, resolve=True)
     settings.pop("grade", None)  # the pointwise grade stage's own settings (uptrain/labels/graded.py)
-    settings.pop("shard", None), settings.pop("num_shards", None)  # the job's share (the Runner's), not the artifact's
+    for key in ("shard", "num_shards", "shard_wait"):  # the job's share (the Runner's), not the artifact's
+        settings.pop(key, None)
     return AnnotateStage(cfg.annotator, **settings)
 
 
