@@ -383,6 +383,19 @@ def test_ddp_two_cpu_processes(cli_env, tmp_path):
     assert metrics["groups"]["in_domain"]["collections"]["scifact_test"]["nDCG@10"] > 0.0
 
 
+def run_together(arg_lists: list[list[str]], envs: list[dict], cwd: Path, timeout: float) -> list[str]:
+    """Start one ``uptrain`` process per argument list at once; their combined outputs, each checked for exit 0."""
+    procs = [subprocess.Popen(uptrain_command() + args, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for args, env in zip(arg_lists, envs)]
+    try:
+        outs = [p.communicate(timeout=timeout)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0] * len(procs), "\n".join(o[-4000:] for o in outs)
+    return outs
+
+
 @needs_data
 @pytest.mark.slow
 def test_two_node_training_one_command_per_node(cli_env, tmp_path):
@@ -396,19 +409,13 @@ def test_two_node_training_one_command_per_node(cli_env, tmp_path):
         port = s.getsockname()[1]
     args = ["+exp=human", "profile=tiny", NO_BASELINE, "eval.groups.out_of_domain=[]", "trainer=ddp_multinode",
             "trainer.accelerator=cpu"]
-    procs = []
+    envs = []
     for node in (0, 1):
         env = dict(cli_env, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), NODE_RANK=str(node), LOCAL_RANK="0")
         for k in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
             env.pop(k, None)
-        procs.append(subprocess.Popen(uptrain_command() + args + [f"hydra.run.dir=node{node}"], cwd=tmp_path, env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    try:
-        outs = [p.communicate(timeout=900)[0] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-4000:] for o in outs)
+        envs.append(env)
+    outs = run_together([args + [f"hydra.run.dir=node{node}"] for node in (0, 1)], envs, tmp_path, 900)
     trained = list((tmp_path / "cache" / "train").glob("*/train_stats.json"))
     assert len(trained) == 1
     assert json.loads(trained[0].read_text())["steps"] == 2  # 16 queries / (4 per device x 2 nodes)
@@ -431,14 +438,8 @@ def test_annotation_split_over_two_concurrent_jobs(cli_env, tmp_path):
     from uptrain.annotate.shards import JobShard
 
     args = ["+exp=relsel", *TINY, "eval.groups.out_of_domain=[]", "annotate.num_shards=2"]
-    procs = [subprocess.Popen(uptrain_command() + args + [f"annotate.shard={k}", f"hydra.run.dir=job{k}"], cwd=tmp_path,
-                              env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for k in (0, 1)]
-    try:
-        outs = [p.communicate(timeout=1500)[0] for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-4000:] for o in outs)
+    outs = run_together([args + [f"annotate.shard={k}", f"hydra.run.dir=job{k}"] for k in (0, 1)], [cli_env] * 2,
+                        tmp_path, 1500)
     # profile=tiny annotates the pool's first 4 queries (annotate.max_queries)
     pool = [json.loads(x)["query_id"] for x in
             next((tmp_path / "cache" / "pool").glob("*/pool.jsonl")).read_text().splitlines()][:4]

@@ -288,23 +288,6 @@ def _read_record(path: Path) -> dict:
         return {}
 
 
-def lock_held(lock_path: Path) -> bool:
-    """Whether a live process holds ``lock_path`` now (an :func:`exclusive_lock`), without waiting."""
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return holder_gone(_read_record(Path(lock_path))) is None
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
-
-
 @contextmanager
 def exclusive_lock(lock_path: Path, what: str, poll: float = 0.2, message_every: float = 60.0,
                    timeout: float | None = None) -> Iterator[None]:

@@ -197,7 +197,7 @@ class Runner:
         import shutil
 
         from uptrain.annotate.shards import ShardFinished, ShardsPending, job_shard
-        from uptrain.cache import exclusive_lock, lock_held
+        from uptrain.cache import exclusive_lock, lock_is_held
 
         shard = self.shard
         work = self.cache.work_dir(stage.name, key)
@@ -221,7 +221,7 @@ class Runner:
                 with job_shard(shard, "merge"):
                     return self.cache.get_or_build(stage.name, key, full, lambda out, w: stage.build(out, w, inputs))
             except ShardsPending as pending:
-                running = [k for k in sorted(pending.missing) if lock_held(lock_dir / shard.lock_name(key, k))]
+                running = [k for k in sorted(pending.missing) if lock_is_held(lock_dir / shard.lock_name(key, k))]
                 if running:  # another job is on it: wait for its share, then merge again
                     log.info("[stage %s] shard %s done; waiting for shard %d, which another job is annotating",
                              label, shard.tag, running[0])
